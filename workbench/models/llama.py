@@ -1,0 +1,125 @@
+"""Llama-family decoder (Llama 2/3, TinyLlama, SmolLM2, Mistral-style GQA) from GGUF.
+
+Per layer: RMSNorm -> Q, K, V -> rope (GGUF's adjacent-pair order: the converter
+already permuted HF's Q/K rows for it) -> causal GQA attention over the f16 KV cache ->
+output projection -> residual; RMSNorm -> gate, up -> SwiGLU -> down -> residual.
+Then the final RMSNorm and the lm_head (the token embeddings when the file has no
+`output.weight`), for the last position only.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from workbench.errors import ParameterError
+from workbench.kernels.activations import swiglu_f32, swiglu_f32_parallel
+from workbench.models.config import ModelConfig
+from workbench.nn.attention import Rope, attend
+from workbench.nn.kv_cache import KVCache
+from workbench.nn.linear import Embedding, Linear
+from workbench.nn.norms import RMSNorm, f32_vector
+from workbench.trace import NULL_TRACER
+
+
+class LlamaLayer:
+    __slots__ = ("attn_norm", "q", "k", "v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
+
+    def __init__(self, gf, cfg: ModelConfig, i: int):
+        d, hd = cfg.d_model, cfg.head_dim
+        blk = f"blk.{i}."
+        self.attn_norm = RMSNorm(f32_vector(gf, blk + "attn_norm.weight", d), cfg.norm_eps, "attn_norm")
+        self.q = Linear.from_gguf(gf, blk + "attn_q.weight", cfg.n_heads * hd, d, "q")
+        self.k = Linear.from_gguf(gf, blk + "attn_k.weight", cfg.n_kv_heads * hd, d, "k")
+        self.v = Linear.from_gguf(gf, blk + "attn_v.weight", cfg.n_kv_heads * hd, d, "v")
+        self.attn_output = Linear.from_gguf(gf, blk + "attn_output.weight", d, cfg.n_heads * hd, "attn_output")
+        self.ffn_norm = RMSNorm(f32_vector(gf, blk + "ffn_norm.weight", d), cfg.norm_eps, "ffn_norm")
+        self.ffn_gate = Linear.from_gguf(gf, blk + "ffn_gate.weight", cfg.d_ff, d, "ffn_gate")
+        self.ffn_up = Linear.from_gguf(gf, blk + "ffn_up.weight", cfg.d_ff, d, "ffn_up")
+        self.ffn_down = Linear.from_gguf(gf, blk + "ffn_down.weight", d, cfg.d_ff, "ffn_down")
+
+
+class LlamaState:
+    """Everything a forward pass writes: the KV cache and activation buffers for up to
+    `n_batch` tokens, allocated once (llama2.c's RunState)."""
+
+    def __init__(self, cfg: ModelConfig, n_ctx: int, n_batch: int):
+        d, hd, H, Hkv = cfg.d_model, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
+        self.n_batch = n_batch
+        self.cache = KVCache(cfg.n_layers, Hkv, n_ctx, hd)
+        f32 = np.float32
+        self.x = np.zeros((n_batch, d), f32)  # residual stream
+        self.xn = np.zeros((n_batch, d), f32)  # normed input of a block
+        self.q = np.zeros((n_batch, H * hd), f32)
+        self.k = np.zeros((n_batch, Hkv * hd), f32)
+        self.v = np.zeros((n_batch, Hkv * hd), f32)
+        self.att = np.zeros((n_batch, H * hd), f32)
+        self.proj = np.zeros((n_batch, d), f32)  # a block's output before the residual add
+        self.gate = np.zeros((n_batch, cfg.d_ff), f32)
+        self.up = np.zeros((n_batch, cfg.d_ff), f32)
+        self.probs = np.zeros((n_batch * H, n_ctx), f32)
+        self.logits = np.zeros((1, cfg.vocab_size), f32)
+
+
+class Llama:
+    def __init__(self, gf, cfg: ModelConfig):
+        self.config = cfg
+        self.token_embd = Embedding(gf, "token_embd.weight", cfg.vocab_size, cfg.d_model)
+        self.layers = [LlamaLayer(gf, cfg, i) for i in range(cfg.n_layers)]
+        self.output_norm = RMSNorm(f32_vector(gf, "output_norm.weight", cfg.d_model), cfg.norm_eps, "output_norm")
+        if cfg.tied_embeddings:  # SmolLM2 and others reuse token_embd as lm_head
+            self.output = self.token_embd.as_linear("output")
+        else:
+            self.output = Linear.from_gguf(gf, "output.weight", cfg.vocab_size, cfg.d_model, "output")
+        self.rope = Rope(cfg.context_length, cfg.rope_dims, cfg.rope_base, neox=False)
+        self.scale = 1.0 / math.sqrt(cfg.head_dim)
+
+    def new_state(self, n_ctx: int, n_batch: int = 256) -> LlamaState:
+        return LlamaState(self.config, n_ctx, n_batch)
+
+    def forward(self, ids: np.ndarray, state: LlamaState, tracer=NULL_TRACER) -> np.ndarray:
+        """Run tokens `ids` (T,) at the next free cache positions; logits (vocab,) of the last."""
+        cfg, cache = self.config, state.cache
+        T, pos0 = len(ids), cache.n_used
+        if not 0 < T <= state.n_batch:
+            raise ParameterError(f"forward takes 1..{state.n_batch} tokens at once, got {T}")
+        if pos0 + T > cache.n_ctx:
+            raise ParameterError(f"{pos0 + T} tokens exceed the context of {cache.n_ctx}")
+        H, Hkv, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
+        x, xn, proj = state.x[:T], state.xn[:T], state.proj[:T]
+        q, k, v, att = state.q[:T], state.k[:T], state.v[:T], state.att[:T]
+        gate, up = state.gate[:T], state.up[:T]
+        q3, k3, v3 = q.reshape(T, H, hd), k.reshape(T, Hkv, hd), v.reshape(T, Hkv, hd)
+        att3 = att.reshape(T, H, hd)
+        swiglu = swiglu_f32 if T == 1 else swiglu_f32_parallel
+
+        with tracer.span("embedding"):
+            self.token_embd(x, ids, tracer)
+        for i, layer in enumerate(self.layers):
+            with tracer.span(f"layer[{i}]", kind="layer", layer=i):
+                with tracer.span("attn"):
+                    layer.attn_norm(xn, x, tracer)
+                    layer.q(q, xn, tracer)
+                    layer.k(k, xn, tracer)
+                    layer.v(v, xn, tracer)
+                    self.rope(q3, pos0, tracer, "rope_q")
+                    self.rope(k3, pos0, tracer, "rope_k")
+                    attend(att3, q3, k3, v3, cache.k[i], cache.v[i], pos0, self.scale, 0, state.probs, tracer)
+                    layer.attn_output(proj, att, tracer)
+                    x += proj
+                with tracer.span("ffn"):
+                    layer.ffn_norm(xn, x, tracer)
+                    layer.ffn_gate(gate, xn, tracer)
+                    layer.ffn_up(up, xn, tracer)
+                    with tracer.span("ffn_act", kind="op", shape=gate.shape, bytes=3 * gate.nbytes, flops=6 * gate.size):
+                        swiglu(gate, gate, up)
+                    layer.ffn_down(proj, gate, tracer)
+                    x += proj
+        cache.n_used = pos0 + T
+        last = xn[:1]
+        with tracer.span("output_norm"):
+            self.output_norm(last, x[T - 1 : T], tracer)
+        with tracer.span("lm_head"):
+            self.output(state.logits, last, tracer)
+        return state.logits[0]
