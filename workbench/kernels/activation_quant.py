@@ -1,0 +1,160 @@
+"""Activation quantizers: what llama.cpp's x86 CPU backend does to x before a dot product.
+
+Each `quantize_rows_<fmt>` takes float32 x (T, cols) and fills preallocated outputs; the
+matvec kernels call them once per call, before their row loop. They match
+`workbench.quant.quantize_activation_ref` bit for bit:
+- q8_0 / q8_1 (`quantize_row_q8_0` / `_q8_1`, AVX path): d = amax/127 stored as fp16,
+  q = round-half-to-even(x * (127/amax)); q8_1 also keeps s = fp16(d * sum q).
+- q8_K (`quantize_row_q8_K_ref`, the only x86 path): d = 1/iscale with
+  iscale = -127/max (max = first largest-magnitude value, sign kept), q = round-half-even,
+  bsums = sums of 16 consecutive q.
+- f16 / bf16: x rounded to the weight's precision (ties to even; bf16 as
+  `ggml_compute_fp32_to_bf16`), kept as float32.
+Quants are written as int16 (the int8 values widened once, so block dots need no
+sign-extension shuffle); scales as float32 holding the exact value the block stores (the
+fp16-rounded d for q8_0 / q8_1). `quantize_activation(fmt, x)` packs the results into ggml block bytes,
+for tests and for notebooks; kernels never call it.
+
+Serial on purpose: T * cols elements is small next to the weights, and the callers are
+themselves parallel kernels.
+"""
+
+import numpy as np
+
+from workbench.kernels.jit import njit_serial
+from workbench.kernels.simd import round_f16
+from workbench.errors import UnsupportedError
+
+QK = 32
+QK_K = 256
+
+
+@njit_serial
+def quantize_rows_q8_0(x, xq, xd, xs):
+    # x (T, cols) f32 -> xq (T, cols) q (int16), xd (T, cols/32) f32 scale, xs (T, cols/32) i32 sum q
+    for t in range(x.shape[0]):
+        for b in range(x.shape[1] // QK):
+            o = b * QK
+            amax = np.float32(0)
+            for j in range(QK):
+                amax = max(amax, abs(x[t, o + j]))
+            xd[t, b] = round_f16(amax / np.float32(127))
+            inv = np.float32(127) / amax if amax != 0 else np.float32(0)
+            s = 0
+            for j in range(QK):
+                q = np.int32(min(max(np.rint(x[t, o + j] * inv), np.float32(-128)), np.float32(127)))
+                xq[t, o + j] = q
+                s += q
+            xs[t, b] = s
+
+
+@njit_serial
+def quantize_rows_q8_1(x, xq, xd, xs):
+    # x (T, cols) f32 -> xq (T, cols) q (int16), xd (T, cols/32) f32 scale, xs (T, cols/32) f32 = s
+    for t in range(x.shape[0]):
+        for b in range(x.shape[1] // QK):
+            o = b * QK
+            amax = np.float32(0)
+            for j in range(QK):
+                amax = max(amax, abs(x[t, o + j]))
+            d = amax / np.float32(127)
+            inv = np.float32(127) / amax if amax != 0 else np.float32(0)
+            s = 0
+            for j in range(QK):
+                q = np.int32(min(max(np.rint(x[t, o + j] * inv), np.float32(-128)), np.float32(127)))
+                xq[t, o + j] = q
+                s += q
+            xd[t, b] = round_f16(d)
+            xs[t, b] = round_f16(d * np.float32(s))  # from the unrounded d, as ggml
+
+
+@njit_serial
+def quantize_rows_q8_k(x, xq, xd, bsums):
+    # x (T, cols) f32 -> xq (T, cols) q (int16), xd (T, cols/256) f32, bsums (T, cols/16) i32
+    for t in range(x.shape[0]):
+        for b in range(x.shape[1] // QK_K):
+            o = b * QK_K
+            amax = np.float32(0)
+            vmax = np.float32(0)
+            for j in range(QK_K):
+                a = abs(x[t, o + j])
+                if a > amax:
+                    amax = a
+                    vmax = x[t, o + j]
+            if amax == 0:
+                xd[t, b] = 0
+                xq[t, o : o + QK_K] = 0
+                bsums[t, b * 16 : b * 16 + 16] = 0
+                continue
+            iscale = np.float32(-127) / vmax
+            for j in range(QK_K):
+                xq[t, o + j] = np.int32(min(np.rint(iscale * x[t, o + j]), np.float32(127)))
+            for g in range(16):
+                s = 0
+                for j in range(16):
+                    s += np.int32(xq[t, o + g * 16 + j])
+                bsums[t, b * 16 + g] = s
+            xd[t, b] = np.float32(1) / iscale
+
+
+@njit_serial
+def round_rows_f16(x, xr):
+    # x (T, cols) f32 -> xr (T, cols) f32 holding fp16 values
+    for t in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            xr[t, j] = round_f16(x[t, j])
+
+
+@njit_serial
+def round_rows_bf16(x, xr):
+    # x (T, cols) f32 -> xr (T, cols) f32 holding bf16 values (ggml_compute_fp32_to_bf16)
+    u = x.view(np.uint32)
+    r = xr.view(np.uint32)
+    for t in range(x.shape[0]):
+        for j in range(x.shape[1]):
+            b = u[t, j]
+            if (b & 0x7FFFFFFF) > 0x7F800000:  # NaN: keep it, force quiet
+                r[t, j] = (b & 0xFFFF0000) | 0x00400000
+            else:
+                r[t, j] = ((np.uint64(b) + 0x7FFF + ((b >> 16) & 1)) >> 16) << 16
+
+
+def quantize_activation(fmt: str, x: np.ndarray) -> np.ndarray:
+    """x float32 (T, cols) -> uint8 (T, row_bytes): the kernels' activation quantization
+    for vec_dot format `fmt`, packed as ggml blocks (compare with quantize_activation_ref)."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    T, cols = x.shape
+    if fmt in ("q8_0", "q8_1"):
+        xq = np.empty((T, cols), np.int16)
+        xd = np.empty((T, cols // QK), np.float32)
+        if fmt == "q8_0":
+            xs = np.empty((T, cols // QK), np.int32)
+            quantize_rows_q8_0(x, xq, xd, xs)
+            fields = [xd.astype(np.float16)[..., None].view(np.uint8)]
+        else:
+            xs = np.empty((T, cols // QK), np.float32)
+            quantize_rows_q8_1(x, xq, xd, xs)
+            fields = [f.astype(np.float16)[..., None].view(np.uint8) for f in (xd, xs)]
+        qs = xq.astype(np.int8).view(np.uint8).reshape(T, cols // QK, QK)
+        return np.concatenate(fields + [qs], axis=-1).reshape(T, -1)
+    if fmt == "q8_k":
+        xq = np.empty((T, cols), np.int16)
+        xd = np.empty((T, cols // QK_K), np.float32)
+        bsums = np.empty((T, cols // 16), np.int32)
+        quantize_rows_q8_k(x, xq, xd, bsums)
+        nb = cols // QK_K
+        parts = [
+            xd[..., None].view(np.uint8),
+            xq.astype(np.int8).view(np.uint8).reshape(T, nb, QK_K),
+            bsums.astype(np.int16).reshape(T, nb, 16).view(np.uint8),
+        ]
+        return np.concatenate(parts, axis=-1).reshape(T, -1)
+    if fmt in ("f16", "bf16"):
+        xr = np.empty_like(x)
+        (round_rows_f16 if fmt == "f16" else round_rows_bf16)(x, xr)
+        bits = xr.view(np.uint32)
+        h = xr.astype(np.float16).view(np.uint16) if fmt == "f16" else (bits >> 16).astype(np.uint16)
+        return h.view(np.uint8)
+    if fmt == "f32":
+        return x.view(np.uint8)
+    raise UnsupportedError(f"no activation quantizer for {fmt!r}")

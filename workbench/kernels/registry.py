@@ -1,0 +1,59 @@
+"""A registry of kernel variants: (op, weight format) -> {variant name: function}.
+
+The kernel experimenter registers a new variant next to the existing ones and compares
+them on the same weights; the engine calls `default(op, fmt)`. A variant is a plain
+function with the op's documented signature (for "matvec": `fn(out, w, x)`, see
+`workbench.kernels.linear`). Registering is explicit and happens at import of the
+module that defines the kernels; this module imports no kernels itself.
+"""
+
+from typing import Callable
+
+from workbench.errors import ParameterError, UnsupportedError
+
+_VARIANTS: dict[tuple[str, str], dict[str, Callable]] = {}
+_DEFAULTS: dict[tuple[str, str], str] = {}
+
+
+def register(op: str, fmt: str, name: str, fn: Callable, default: bool = False) -> Callable:
+    """Add variant `name` of `op` for weight format `fmt`; the first one (or one registered
+    with default=True) becomes the default. Re-registering a name replaces it. Returns fn."""
+    key = (op, fmt)
+    _VARIANTS.setdefault(key, {})[name] = fn
+    if default or key not in _DEFAULTS:
+        _DEFAULTS[key] = name
+    return fn
+
+
+def variants(op: str, fmt: str) -> dict[str, Callable]:
+    """All variants of `op` for `fmt`, by name (a copy); UnsupportedError if there are none."""
+    found = _VARIANTS.get((op, fmt))
+    if not found:
+        raise UnsupportedError(f"no {op} kernel for weight format {fmt!r}")
+    return dict(found)
+
+
+def default(op: str, fmt: str) -> Callable:
+    """The default variant of `op` for `fmt`; UnsupportedError if there is none."""
+    name = _DEFAULTS.get((op, fmt))
+    if name is None:
+        raise UnsupportedError(f"no {op} kernel for weight format {fmt!r}")
+    return _VARIANTS[(op, fmt)][name]
+
+
+def default_name(op: str, fmt: str) -> str:
+    """The name of the default variant of `op` for `fmt`."""
+    default(op, fmt)
+    return _DEFAULTS[(op, fmt)]
+
+
+def set_default(op: str, fmt: str, name: str) -> None:
+    """Make the registered variant `name` the default of `op` for `fmt`."""
+    if name not in variants(op, fmt):
+        raise ParameterError(f"{op}/{fmt} has no variant {name!r}; have {list(variants(op, fmt))}")
+    _DEFAULTS[(op, fmt)] = name
+
+
+def formats(op: str) -> list[str]:
+    """The weight formats that have at least one `op` variant."""
+    return sorted(fmt for (o, fmt), found in _VARIANTS.items() if o == op and found)
