@@ -6,7 +6,11 @@ setting of llama-cpp-python can interfere. Each step keeps the reference's top-5
 logits, which lets a test justify any divergence by the reference's own margin.
 
     python scripts/make_goldens.py                      # SmolLM2-135M Q4_1
-    python scripts/make_goldens.py --model gemma3-270m --out tests/golden/greedy_gemma3-270m.json
+    python scripts/make_goldens.py --model gemma3-270m --out tests/golden/greedy_gemma3-270m.json --long
+
+`--long` adds one prompt of more than 512 tokens (`long_cases`), so that a sliding
+attention window of 512 (Gemma 3) is exercised: a story of numbered facts that ends
+with a question about one told more than 512 tokens earlier.
 
 Needs llama-cpp-python (`make peer` builds it without AMX). The tests need only the JSON.
 """
@@ -33,6 +37,25 @@ PROMPTS = [
     "Les avantages de l'énergie solaire sont",
 ]
 
+ANIMALS = ["fox", "heron", "badger", "otter", "lynx", "crane", "beaver", "falcon", "hare", "wolf", "owl"]
+COLOURS = ["red", "grey", "silver", "brown", "white", "black", "golden"]
+PLACES = ["Lisbon", "Oslo", "Kyoto", "Lima", "Cairo", "Quebec", "Perth", "Dakar", "Tallinn", "Hanoi", "Bergen",
+          "Cusco", "Malaga"]
+TRADES = ["bakes bread", "repairs clocks", "sells maps", "teaches music", "builds boats", "paints houses",
+          "keeps bees", "grows tea", "writes letters"]
+
+
+def long_prompt(n_facts: int = 28) -> str:
+    """A deterministic story of `n_facts` numbered facts and a question about the first."""
+    lines = ["Read the notes below carefully, then answer the question at the end.", ""]
+    for i in range(n_facts):
+        who = f"the {COLOURS[i % len(COLOURS)]} {ANIMALS[i % len(ANIMALS)]}"
+        lines.append(f"Note {i + 1}: {who.capitalize()} lives in {PLACES[i % len(PLACES)]}, "
+                     f"{TRADES[i % len(TRADES)]} on weekdays and visits {PLACES[(3 * i + 5) % len(PLACES)]} "
+                     f"every {1 + i % 9} weeks.")
+    lines += ["", "Question: In which city does the red fox live?", "Answer: The red fox lives in"]
+    return "\n".join(lines)
+
 
 def sha256(path: Path) -> str:
     h = hashlib.sha256()
@@ -40,6 +63,30 @@ def sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+LONG_N_CTX = 2048
+
+
+def greedy_case(llm, prompt: str, steps: int) -> dict:
+    """llama.cpp's tokens of `prompt`, then `steps` greedy tokens with the top-5 logits of each."""
+    ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
+    llm.reset()
+    llm.eval(ids)
+    tokens, top5 = [], []
+    for _ in range(steps):
+        # with logits_all=False llama.cpp keeps one output row: the last position's
+        logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float32)
+        order = np.argsort(-logits, kind="stable")[:5]
+        top5.append({"ids": order.tolist(), "logits": [round(float(logits[i]), 5) for i in order]})
+        tok = int(order[0])
+        tokens.append(tok)
+        if tok == llm.token_eos():
+            break
+        llm.eval([tok])
+    text = llm.detokenize(tokens).decode("utf-8", errors="replace")
+    print(f"{len(ids):3d} prompt tokens -> {text!r}")
+    return {"prompt": prompt, "prompt_tokens": list(ids), "tokens": tokens, "text": text, "top5": top5}
 
 
 def main() -> None:
@@ -52,31 +99,20 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--long", action="store_true", help="add one prompt of more than 512 tokens")
+    ap.add_argument("--long-steps", type=int, default=8)
     args = ap.parse_args()
 
     path = resolve(args.model)
     out = Path(args.out or f"tests/golden/greedy_{Path(args.model).stem}.json")
     llm = llama_cpp.Llama(str(path), n_ctx=512, n_batch=512, n_threads=args.threads, logits_all=False,
                           verbose=False)
-    cases = []
-    for prompt in PROMPTS:
-        ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
-        llm.reset()
-        llm.eval(ids)
-        tokens, top5 = [], []
-        for _ in range(args.steps):
-            # with logits_all=False llama.cpp keeps one output row: the last position's
-            logits = np.ctypeslib.as_array(llm._ctx.get_logits(), shape=(llm.n_vocab(),)).astype(np.float32)
-            order = np.argsort(-logits, kind="stable")[:5]
-            top5.append({"ids": order.tolist(), "logits": [round(float(logits[i]), 5) for i in order]})
-            tok = int(order[0])
-            tokens.append(tok)
-            if tok == llm.token_eos():
-                break
-            llm.eval([tok])
-        text = llm.detokenize(tokens).decode("utf-8", errors="replace")
-        cases.append({"prompt": prompt, "prompt_tokens": list(ids), "tokens": tokens, "text": text, "top5": top5})
-        print(f"{len(ids):3d} prompt tokens -> {text!r}")
+    cases = [greedy_case(llm, prompt, args.steps) for prompt in PROMPTS]
+    long_cases = []
+    if args.long:
+        llm = llama_cpp.Llama(str(path), n_ctx=LONG_N_CTX, n_batch=512, n_threads=args.threads, logits_all=False,
+                              verbose=False)
+        long_cases = [greedy_case(llm, long_prompt(), args.long_steps)]
 
     golden = {
         "reference": f"llama-cpp-python {llama_cpp.__version__} (llama.cpp), greedy argmax over its logits",
@@ -86,6 +122,9 @@ def main() -> None:
         "threads": args.threads,
         "cases": cases,
     }
+    if long_cases:
+        golden["long_n_ctx"] = LONG_N_CTX
+        golden["long_cases"] = long_cases
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(golden, indent=1, ensure_ascii=False) + "\n")
     print(f"wrote {out}")

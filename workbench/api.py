@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from workbench import models, trace
+from workbench import models
 from workbench.engine.generator import Generation, generate
 from workbench.engine.sampling import SamplingParams
 from workbench.errors import ParameterError
@@ -21,6 +21,7 @@ from workbench.formats.catalog import DEFAULT_MODEL, resolve
 from workbench.formats.gguf import GGUFFile
 from workbench.formats.tokenizer import Tokenizer
 from workbench.kernels.jit import max_threads, set_threads
+from workbench.trace import current as current_tracer
 
 DEFAULT_N_CTX = 2048
 
@@ -100,7 +101,7 @@ class Model:
             )
         set_threads(self.threads)
         return generate(self.net, self.state, self.tokenizer, ids, max_tokens, params, tuple(stop), on_token,
-                        trace.current())
+                        current_tracer())
 
     # Step-level access, for widgets and notebooks.
     def reset(self) -> None:
@@ -115,7 +116,7 @@ class Model:
         if ids.min() < 0 or ids.max() >= self.config.vocab_size:
             raise ParameterError(f"token ids must lie in [0, {self.config.vocab_size})")
         set_threads(self.threads)
-        tracer = trace.current()
+        tracer = current_tracer()
         logits = None
         for b in range(0, ids.size, self.state.n_batch):
             logits = self.net.forward(ids[b : b + self.state.n_batch], self.state, tracer)

@@ -2,6 +2,11 @@
 
 `gate_up` is the (T, 2*d_ff) output of the fused gate+up projection, or two separate
 arrays; the result is act(gate) * up written into `out` (T, d_ff).
+
+`geglu_tanh_table_f32` is GELU the way ggml's CPU backend computes it (GGML_GELU_FP16):
+gate rounded to half, looked up in a 65,536-entry table of half-rounded results. It
+differs from the exact formula by up to a half ulp of gate and of the result, and it is
+what makes near-tied Gemma tokens fall like llama.cpp's.
 """
 
 import math
@@ -9,18 +14,19 @@ import math
 import numpy as np
 from numba import prange
 
+from workbench.kernels.half import F16_TO_F32, f32_to_f16_bits
+from workbench.kernels.fpmath import silu_ggml
 from workbench.kernels.jit import njit_parallel, njit_serial
 
 _SQRT_2_OVER_PI = np.float32(math.sqrt(2.0 / math.pi))
 
 
 def _swiglu(out, gate, up):
-    # silu(gate) * up, with silu(x) = x / (1 + exp(-x)) as ggml computes it
+    # silu(gate) * up, silu with ggml's exp polynomial (ggml_v_silu) so rounding matches
     T, n = out.shape
     for t in prange(T):
         for i in range(n):
-            g = gate[t, i]
-            out[t, i] = (g / (np.float32(1.0) + np.exp(-g))) * up[t, i]
+            out[t, i] = silu_ggml(gate[t, i]) * up[t, i]
 
 
 def _geglu_tanh(out, gate, up):
@@ -37,3 +43,39 @@ swiglu_f32 = njit_serial(_swiglu)
 swiglu_f32_parallel = njit_parallel(_swiglu)
 geglu_tanh_f32 = njit_serial(_geglu_tanh)
 geglu_tanh_f32_parallel = njit_parallel(_geglu_tanh)
+
+
+def _gelu_tanh_f16_table() -> np.ndarray:
+    # ggml_cpu_init: table[h] = f16(gelu(f32(h))) for every half h, evaluated as GCC
+    # compiles ggml_gelu_f32: 1 + a*x*x contracted to fma(a*x, x, 1), tanhf correctly
+    # rounded, the rest plain float32 (checked bit for bit against libggml-cpu's table).
+    x = F16_TO_F32
+    with np.errstate(all="ignore"):
+        inner = ((np.float32(0.044715) * x).astype(np.float64) * x + 1.0).astype(np.float32)
+        th = np.tanh((_SQRT_2_OVER_PI * x * inner).astype(np.float64)).astype(np.float32)
+        y = np.float32(0.5) * x * (np.float32(1.0) + th)
+    return y.astype(np.float16).astype(np.float32)
+
+
+# half bits of x -> gelu_tanh(x) as ggml's table gives it, float32 (256 KiB)
+GELU_TANH_F16_TABLE = _gelu_tanh_f16_table()
+
+
+def _geglu_tanh_table(out, gate, up, table):
+    # gate, up, out (T, n) C-contiguous; ggml_vec_geglu_f32: saturate beyond |x| >= 10,
+    # else look up the half-rounded gate in `table` (GELU_TANH_F16_TABLE)
+    T, n = out.shape
+    bits = gate.reshape(-1).view(np.uint32)
+    for t in prange(T):
+        for i in range(n):
+            x = gate[t, i]
+            if x <= np.float32(-10.0):
+                out[t, i] = np.float32(0.0)
+            elif x >= np.float32(10.0):
+                out[t, i] = x * up[t, i]
+            else:
+                out[t, i] = table[f32_to_f16_bits(bits[t * n + i])] * up[t, i]
+
+
+geglu_tanh_table_f32 = njit_serial(_geglu_tanh_table)
+geglu_tanh_table_f32_parallel = njit_parallel(_geglu_tanh_table)

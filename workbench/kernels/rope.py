@@ -1,29 +1,38 @@
-"""Rotary position embeddings.
+"""Rotary position embeddings, with ggml's rounding.
 
-`rope_tables` builds cos/sin per (position, pair) the way ggml's rope cache does: theta
+`rope_tables` builds cos/sin per (position, pair) as ggml's rope cache does: theta
 starts at the position and is multiplied by base**(-2/n_dims) once per pair, in float32,
-so our angles round like llama.cpp's. Two pairings exist: `normal` rotates adjacent
-elements (2i, 2i+1) — the order GGUF Llama files use after the converter permuted Q/K —
-and `neox` rotates (i, i + n_dims/2) — Gemma, GPT-NeoX and HF-layout Llama.
+and cos/sin come from libm's cosf/sinf. The rotation uses the fused multiply-adds that
+GCC emits for ggml's `x0*cos - x1*sin`, `x0*sin + x1*cos` (checked against llama.cpp's
+tensors). Two pairings exist: `normal` rotates adjacent elements (2i, 2i+1) — the order
+GGUF Llama files use after the converter permuted Q/K — and `neox` rotates
+(i, i + n_dims/2) — Gemma, GPT-NeoX and HF-layout Llama.
 """
 
 import numpy as np
 from numba import prange
 
+from workbench.kernels.fpmath import cosf, fmaf, sinf
 from workbench.kernels.jit import njit_parallel, njit_serial
+
+
+@njit_serial
+def _fill_tables(cos, sin, theta_scale):
+    n_ctx, half = cos.shape
+    for p in range(n_ctx):
+        theta = np.float32(p)
+        for i in range(half):
+            cos[p, i] = cosf(theta)
+            sin[p, i] = sinf(theta)
+            theta = np.float32(theta * theta_scale)
 
 
 def rope_tables(n_ctx: int, n_dims: int, base: float) -> tuple[np.ndarray, np.ndarray]:
     """cos, sin tables of shape (n_ctx, n_dims // 2), float32."""
-    half = n_dims // 2
     theta_scale = np.float32(np.float32(base) ** np.float32(-2.0 / n_dims))
-    theta = np.arange(n_ctx, dtype=np.float32)
-    cos = np.empty((n_ctx, half), dtype=np.float32)
-    sin = np.empty((n_ctx, half), dtype=np.float32)
-    for i in range(half):
-        cos[:, i] = np.cos(theta.astype(np.float64)).astype(np.float32)
-        sin[:, i] = np.sin(theta.astype(np.float64)).astype(np.float32)
-        theta = (theta * theta_scale).astype(np.float32)
+    cos = np.empty((n_ctx, n_dims // 2), dtype=np.float32)
+    sin = np.empty((n_ctx, n_dims // 2), dtype=np.float32)
+    _fill_tables(cos, sin, theta_scale)
     return cos, sin
 
 
@@ -43,8 +52,8 @@ def _rope(x, pos0, cos, sin, n_dims, neox):
                 x1 = x[t, h, b]
                 c = cos[p, i]
                 s = sin[p, i]
-                x[t, h, a] = x0 * c - x1 * s
-                x[t, h, b] = x0 * s + x1 * c
+                x[t, h, a] = fmaf(x0, c, -(x1 * s))
+                x[t, h, b] = fmaf(x0, s, x1 * c)
 
 
 rope_f32 = njit_serial(_rope)

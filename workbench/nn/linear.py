@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.errors import FormatError
+from workbench.errors import FormatError, UnsupportedError
 from workbench.kernels.linear import get_rows, linear
+from workbench.quant.formats import format_of_ggml_type
 from workbench.trace import NULL_TRACER
 
 
@@ -22,7 +23,11 @@ def _checked_raw(gf, name: str, rows: int, cols: int) -> tuple[np.ndarray, str]:
     shape = tuple(int(n) for n in info.shape)
     if shape != (cols, rows):
         raise FormatError(f"{gf.path}: tensor {name!r} has GGUF shape {list(shape)}, expected {[cols, rows]}")
-    return gf.raw(name), info.type_name.lower()
+    try:
+        fmt = format_of_ggml_type(info.type_id)
+    except UnsupportedError as e:
+        raise UnsupportedError(f"{gf.path}: tensor {name!r}: {e}") from None
+    return gf.raw(name), fmt.name
 
 
 class Linear:
@@ -44,10 +49,11 @@ class Linear:
         return self.w.nbytes
 
     def __call__(self, out: np.ndarray, x: np.ndarray, tracer=NULL_TRACER) -> np.ndarray:
-        if tracer.enabled:
+        if tracer.ops:
             T = x.shape[0]
             with tracer.span(self.op, kind="op", weight=self.name, fmt=self.fmt, shape=(T, self.cols, self.rows),
-                             bytes=self.w.nbytes + x.nbytes + out.nbytes, flops=2 * T * self.rows * self.cols):
+                             bytes=self.w.nbytes + x.nbytes + out.nbytes, weight_bytes=self.w.nbytes,
+                             flops=2 * T * self.rows * self.cols):
                 return linear(out, self.w, x, self.fmt, self.name)
         return linear(out, self.w, x, self.fmt, self.name)
 
@@ -62,10 +68,10 @@ class Embedding:
         self.name, self.vocab, self.dim = name, vocab, dim
 
     def __call__(self, out: np.ndarray, ids: np.ndarray, tracer=NULL_TRACER) -> np.ndarray:
-        if tracer.enabled:
+        if tracer.ops:
             row_bytes = self.w.shape[1]
             with tracer.span("embedding_lookup", kind="op", weight=self.name, fmt=self.fmt, shape=(len(ids), self.dim),
-                             bytes=len(ids) * row_bytes + out.nbytes, flops=0):
+                             bytes=len(ids) * row_bytes + out.nbytes, weight_bytes=len(ids) * row_bytes, flops=0):
                 return get_rows(out, self.w, ids, self.fmt, self.name)
         return get_rows(out, self.w, ids, self.fmt, self.name)
 

@@ -1,0 +1,90 @@
+"""Float32 arithmetic exactly as ggml's x86 CPU code does it, for numba kernels.
+
+Greedy decoding is chaotic: one float rounded differently in layer 3 flips an 8-bit
+activation quantum in layer 4 and moves the logits by tenths 26 layers later. To give
+llama.cpp's tokens we therefore reproduce its arithmetic *order*, not just its math:
+- `fmaf`: one rounding for a*b+c, as `_mm512_fmadd_ps` (LLVM `llvm.fma.f32`);
+- `expf_ggml`: the polynomial of ggml's `ggml_v_expf` (AVX-512 version), used by its
+  softmax and SiLU instead of libm's expf;
+- `reduce16`: the pairing of GCC's `_mm512_reduce_add_ps` over 16 lanes;
+- `cosf` / `sinf`: libm's, as ggml's rope cache calls them (numba lowers float32
+  `math.cos` to the C library's `cosf`).
+"""
+
+import math
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from workbench.kernels.jit import njit_serial
+
+
+@intrinsic
+def fmaf(typingctx, a, b, c):
+    """a * b + c in float32 with a single rounding."""
+    sig = types.float32(types.float32, types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        f32 = ir.FloatType()
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(f32, [f32] * 3), "llvm.fma.f32")
+        return builder.call(fn, args)
+
+    return sig, codegen
+
+
+_EXP_SHIFT = np.float32(float.fromhex("0x1.8p23"))
+_LOG2E = np.float32(float.fromhex("0x1.715476p+0"))
+_LN2_HI = np.float32(float.fromhex("0x1.62e4p-1"))
+_LN2_LO = np.float32(float.fromhex("0x1.7f7d1cp-20"))
+_C5 = np.float32(float.fromhex("0x1.0e4020p-7"))
+_C4 = np.float32(float.fromhex("0x1.573e2ep-5"))
+_C3 = np.float32(float.fromhex("0x1.555e66p-3"))
+_C2 = np.float32(float.fromhex("0x1.fffdb6p-2"))
+_C1 = np.float32(float.fromhex("0x1.ffffecp-1"))
+_ONE = np.float32(1.0)
+
+
+@njit_serial
+def expf_ggml(x):
+    """exp(x) for float32 x, bit for bit as ggml_v_expf computes each lane."""
+    x = np.float32(x)
+    z = fmaf(x, _LOG2E, _EXP_SHIFT)
+    n = z - _EXP_SHIFT  # round(x / ln 2) as a float
+    b = fmaf(-n, _LN2_LO, fmaf(-n, _LN2_HI, x))  # x - n ln 2, in two steps
+    u = b * b
+    j = fmaf(fmaf(fmaf(_C5, b, _C4), u, fmaf(_C3, b, _C2)), u, fmaf(_C1, b, _ONE))
+    if abs(n) > np.float32(192.0):
+        return np.float32(0.0) if n <= 0 else np.float32(np.inf)
+    return np.float32(math.ldexp(np.float64(j), int(n)))
+
+
+@njit_serial
+def silu_ggml(x):
+    """x / (1 + exp(-x)) as ggml_v_silu: the exp is ggml's, the division IEEE."""
+    return np.float32(x / (_ONE + expf_ggml(np.float32(0.0) - x)))
+
+
+@njit_serial
+def reduce16(a):
+    """Sum of 16 float32 lanes a[0:16] in the order of GCC's _mm512_reduce_add_ps."""
+    t3 = np.empty(8, np.float32)
+    for i in range(8):
+        t3[i] = a[8 + i] + a[i]
+    t6_0 = t3[4] + t3[0]
+    t6_1 = t3[5] + t3[1]
+    t6_2 = t3[6] + t3[2]
+    t6_3 = t3[7] + t3[3]
+    return np.float32((t6_0 + t6_2) + (t6_1 + t6_3))
+
+
+@njit_serial
+def cosf(x):
+    return math.cos(np.float32(x))
+
+
+@njit_serial
+def sinf(x):
+    return math.sin(np.float32(x))
