@@ -1,8 +1,8 @@
 """Normalization kernels: RMSNorm (Llama, Gemma) and LayerNorm (GPT-2).
 
 Each writes into `out` and trusts its caller (`workbench.nn.norms`) to have checked
-shapes. The sum of squares is accumulated in float64, as ggml does, so that the
-normalized values round the same way as llama.cpp's.
+shapes. As in ggml, each square is rounded to float32 and then summed in float64, so
+that the normalized values round the same way as llama.cpp's.
 """
 
 import numpy as np
@@ -15,10 +15,10 @@ def _rmsnorm(out, x, w, eps):
     # x (T, d), w (d,) -> out (T, d) = x / rms(x) * w
     T, d = x.shape
     for t in prange(T):
-        acc = 0.0  # float64 accumulator, like ggml_float
+        acc = 0.0  # float64 sum of float32 squares, as ggml's rms_norm
         for i in range(d):
-            v = np.float64(x[t, i])
-            acc += v * v
+            v = x[t, i]
+            acc += np.float64(v * v)
         mean = np.float32(acc / d)
         scale = np.float32(1.0) / np.sqrt(mean + np.float32(eps))
         for i in range(d):
