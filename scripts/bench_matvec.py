@@ -81,7 +81,8 @@ def main() -> None:
 
     cpu = platform.processor() or platform.machine()
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        git = ["git", "rev-parse", "--short", "HEAD"]
+        commit = subprocess.run(git, capture_output=True, text=True).stdout.strip()
     except OSError:
         commit = "?"
     print(f"# matvec GB/s (weight bytes / median time), T={args.tokens}, commit {commit}, {cpu}")

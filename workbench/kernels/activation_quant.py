@@ -12,8 +12,8 @@ matvec kernels call them once per call, before their row loop. They match
   `ggml_compute_fp32_to_bf16`), kept as float32.
 Quants are written as int16 (the int8 values widened once, so block dots need no
 sign-extension shuffle); scales as float32 holding the exact value the block stores (the
-fp16-rounded d for q8_0 / q8_1). `quantize_activation(fmt, x)` packs the results into ggml block bytes,
-for tests and for notebooks; kernels never call it.
+fp16-rounded d for q8_0 / q8_1). `quantize_activation(fmt, x)` packs the results into
+ggml block bytes, for tests and for notebooks; kernels never call it.
 
 Serial on purpose: T * cols elements is small next to the weights, and the callers are
 themselves parallel kernels.
@@ -27,11 +27,12 @@ from workbench.errors import UnsupportedError
 
 QK = 32
 QK_K = 256
+LOWEST, HIGHEST = np.float32(-128), np.float32(127)  # int8 saturation, as `vpacksswb`
 
 
 @njit_serial
 def quantize_rows_q8_0(x, xq, xd, xs):
-    # x (T, cols) f32 -> xq (T, cols) q (int16), xd (T, cols/32) f32 scale, xs (T, cols/32) i32 sum q
+    # x (T, cols) f32 -> xq (T, cols) int16 q, xd (T, cols/32) f32 scale, xs (T, cols/32) i32 sum q
     for t in range(x.shape[0]):
         for b in range(x.shape[1] // QK):
             o = b * QK
@@ -42,7 +43,7 @@ def quantize_rows_q8_0(x, xq, xd, xs):
             inv = np.float32(127) / amax if amax != 0 else np.float32(0)
             s = 0
             for j in range(QK):
-                q = np.int32(min(max(np.rint(x[t, o + j] * inv), np.float32(-128)), np.float32(127)))
+                q = np.int32(min(max(np.rint(x[t, o + j] * inv), LOWEST), HIGHEST))
                 xq[t, o + j] = q
                 s += q
             xs[t, b] = s
@@ -50,7 +51,7 @@ def quantize_rows_q8_0(x, xq, xd, xs):
 
 @njit_serial
 def quantize_rows_q8_1(x, xq, xd, xs):
-    # x (T, cols) f32 -> xq (T, cols) q (int16), xd (T, cols/32) f32 scale, xs (T, cols/32) f32 = s
+    # x (T, cols) f32 -> xq (T, cols) int16 q, xd (T, cols/32) f32 scale, xs (T, cols/32) f32 s
     for t in range(x.shape[0]):
         for b in range(x.shape[1] // QK):
             o = b * QK
@@ -61,7 +62,7 @@ def quantize_rows_q8_1(x, xq, xd, xs):
             inv = np.float32(127) / amax if amax != 0 else np.float32(0)
             s = 0
             for j in range(QK):
-                q = np.int32(min(max(np.rint(x[t, o + j] * inv), np.float32(-128)), np.float32(127)))
+                q = np.int32(min(max(np.rint(x[t, o + j] * inv), LOWEST), HIGHEST))
                 xq[t, o + j] = q
                 s += q
             xd[t, b] = round_f16(d)
@@ -70,7 +71,7 @@ def quantize_rows_q8_1(x, xq, xd, xs):
 
 @njit_serial
 def quantize_rows_q8_k(x, xq, xd, bsums):
-    # x (T, cols) f32 -> xq (T, cols) q (int16), xd (T, cols/256) f32, bsums (T, cols/16) i32
+    # x (T, cols) f32 -> xq (T, cols) int16 q, xd (T, cols/256) f32, bsums (T, cols/16) i32
     for t in range(x.shape[0]):
         for b in range(x.shape[1] // QK_K):
             o = b * QK_K
@@ -88,7 +89,7 @@ def quantize_rows_q8_k(x, xq, xd, bsums):
                 continue
             iscale = np.float32(-127) / vmax
             for j in range(QK_K):
-                xq[t, o + j] = np.int32(min(np.rint(iscale * x[t, o + j]), np.float32(127)))
+                xq[t, o + j] = np.int32(min(np.rint(iscale * x[t, o + j]), HIGHEST))
             for g in range(16):
                 s = 0
                 for j in range(16):
@@ -153,8 +154,9 @@ def quantize_activation(fmt: str, x: np.ndarray) -> np.ndarray:
         xr = np.empty_like(x)
         (round_rows_f16 if fmt == "f16" else round_rows_bf16)(x, xr)
         bits = xr.view(np.uint32)
-        h = xr.astype(np.float16).view(np.uint16) if fmt == "f16" else (bits >> 16).astype(np.uint16)
-        return h.view(np.uint8)
+        if fmt == "f16":
+            return xr.astype(np.float16).view(np.uint8)
+        return (bits >> 16).astype(np.uint16).view(np.uint8)
     if fmt == "f32":
         return x.view(np.uint8)
     raise UnsupportedError(f"no activation quantizer for {fmt!r}")

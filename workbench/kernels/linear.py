@@ -48,7 +48,7 @@ def _weight_format(fmt: str) -> BlockFormat:
 def _check_weight(w: np.ndarray, f: BlockFormat, name: str) -> np.ndarray:
     if not isinstance(w, np.ndarray) or w.dtype != np.uint8 or w.ndim != 2:
         got = f"{w.dtype} {w.shape}" if isinstance(w, np.ndarray) else type(w).__name__
-        raise ShapeError(f"{name}: weight must be uint8 (rows, row_bytes) {f.name} bytes, got {got}")
+        raise ShapeError(f"{name}: weight must be {f.name} bytes, uint8 (rows, row_bytes), got {got}")
     if not w.flags.c_contiguous:
         raise ShapeError(f"{name}: weight bytes must be C-contiguous")
     if w.shape[1] == 0 or w.shape[1] % f.type_size:
@@ -56,7 +56,15 @@ def _check_weight(w: np.ndarray, f: BlockFormat, name: str) -> np.ndarray:
             f"{name}: {f.name} rows must be a positive multiple of {f.type_size} bytes, "
             f"got {w.shape[1]}"
         )
-    return w.view(np.ndarray)  # numba dispatches np.memmap and other subclasses slowly
+    return _read_only(w)
+
+
+def _read_only(a: np.ndarray) -> np.ndarray:
+    # A plain, read-only view: numba dispatches np.memmap (and other subclasses) slowly,
+    # and one array type for file-backed and in-memory weights means one compilation.
+    v = a.view(np.ndarray)
+    v.flags.writeable = False
+    return v
 
 
 def _check_f32(a: np.ndarray, what: str, name: str, shape: tuple | None = None) -> None:
@@ -70,7 +78,9 @@ def _check_f32(a: np.ndarray, what: str, name: str, shape: tuple | None = None) 
         raise ShapeError(f"{name}: {what} must be C-contiguous")
 
 
-def linear(out: np.ndarray, w: np.ndarray, x: np.ndarray, fmt: str, name: str = "weight") -> np.ndarray:
+def linear(
+    out: np.ndarray, w: np.ndarray, x: np.ndarray, fmt: str, name: str = "weight"
+) -> np.ndarray:
     """out (T, rows) float32 = x (T, cols) float32 @ W.T, W given as its raw GGUF bytes.
 
     w: uint8 (rows, row_bytes), row_bytes = cols / block_size * type_size, C-contiguous
@@ -98,11 +108,13 @@ def linear(out: np.ndarray, w: np.ndarray, x: np.ndarray, fmt: str, name: str = 
     if np.may_share_memory(out, x) or np.may_share_memory(out, w):
         raise ShapeError(f"{name}: out must not overlap x or the weight")
     if T and w.shape[0]:
-        default("matvec", f.name)(out, w, x)
+        default("matvec", f.name)(out, w, _read_only(x))
     return out
 
 
-def get_rows(out: np.ndarray, w: np.ndarray, ids: np.ndarray, fmt: str, name: str = "weight") -> np.ndarray:
+def get_rows(
+    out: np.ndarray, w: np.ndarray, ids: np.ndarray, fmt: str, name: str = "weight"
+) -> np.ndarray:
     """out (T, cols) float32 = dequantized rows ids (T,) of W (embedding lookup).
 
     w: uint8 (rows, row_bytes) raw GGUF bytes as for `linear`; ids: integers (T,) in
@@ -124,5 +136,5 @@ def get_rows(out: np.ndarray, w: np.ndarray, ids: np.ndarray, fmt: str, name: st
     if np.may_share_memory(out, w):
         raise ShapeError(f"{name}: out must not overlap the weight")
     if ids.size:
-        default("get_rows", f.name)(out, w, ids.astype(np.int64, copy=False))
+        default("get_rows", f.name)(out, w, _read_only(ids.astype(np.int64, copy=False)))
     return out

@@ -5,9 +5,14 @@ Contract of every `matvec_<fmt>(out, w, x)`:
     w (rows, cols * 4 or 2) uint8; all arrays C-contiguous and already validated by
     `workbench.kernels.linear` (these kernels check nothing).
 As llama.cpp's CPU backend, x is first rounded to the weight's precision for f16 and
-bf16 (its vec_dot type), so every product is exact in float32; products are summed in
-16 float32 lanes with fused multiply-adds (16 columns at a time, the tail one by one)
-and the lanes pairwise at the end of the row.
+bf16 (its vec_dot type), so every product is exact in float32. The sums follow
+`ggml_vec_dot_f32` / `ggml_vec_dot_f16` (AVX-512 build without AVX512-FP16, what
+llama-cpp-python compiles here): four 16-lane float32 accumulators over chunks of 64
+columns with fused multiply-adds, reduced as GGML_F32x16_REDUCE, then the columns past
+the last full chunk one by one; bf16 follows `ggml_vec_dot_bf16`'s AVX512-BF16 path
+(`vdpbf16ps`: two products per lane, added one at a time). Results are equal bit for bit
+to llama.cpp's when cols is a multiple of 64 (all real models; the tail's additions
+may round differently where llama.cpp's compiler fuses them).
 
 `matvec_<fmt>` is the parallel variant, `matvec_<fmt>_serial` the same code without
 threads.
@@ -20,28 +25,35 @@ from workbench.kernels.activation_quant import round_rows_bf16, round_rows_f16
 from workbench.kernels.jit import njit_parallel, njit_serial
 from workbench.kernels.simd import (
     LANES,
-    fma_bf16,
+    dot2_bf16,
     fma_f16,
     fma_f32,
     load_bf16,
     load_f16,
     load_f32,
     vsum,
+    vsum4,
     zeros_f32,
 )
+
+STEP = 4 * LANES  # columns per chunk: four accumulators of 16 lanes
 
 
 def _matvec_f32(out, w, x):
     # W (rows, cols*4) @ x (T, cols) -> out (T, rows)
     T, cols = x.shape
-    body = cols - cols % LANES
+    body = cols - cols % STEP
     for r in prange(w.shape[0]):
         row = w[r]
         for t in range(T):
-            acc = zeros_f32()
-            for j in range(0, body, LANES):
-                acc = fma_f32(acc, row, 4 * j, x, t * cols + j)
-            s = vsum(acc)
+            a0, a1, a2, a3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+            xo = t * cols
+            for j in range(0, body, STEP):
+                a0 = fma_f32(a0, row, 4 * j, x, xo + j)
+                a1 = fma_f32(a1, row, 4 * (j + LANES), x, xo + j + LANES)
+                a2 = fma_f32(a2, row, 4 * (j + 2 * LANES), x, xo + j + 2 * LANES)
+                a3 = fma_f32(a3, row, 4 * (j + 3 * LANES), x, xo + j + 3 * LANES)
+            s = vsum4(a0, a1, a2, a3)
             for j in range(body, cols):
                 s += load_f32(row, 4 * j) * x[t, j]
             out[t, r] = s
@@ -52,35 +64,43 @@ def _matvec_f16(out, w, x):
     T, cols = x.shape
     xr = np.empty_like(x)
     round_rows_f16(x, xr)
-    body = cols - cols % LANES
+    body = cols - cols % STEP
     for r in prange(w.shape[0]):
         row = w[r]
         for t in range(T):
-            acc = zeros_f32()
-            for j in range(0, body, LANES):
-                acc = fma_f16(acc, row, 2 * j, xr, t * cols + j)
-            s = vsum(acc)
+            a0, a1, a2, a3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+            xo = t * cols
+            for j in range(0, body, STEP):
+                a0 = fma_f16(a0, row, 2 * j, xr, xo + j)
+                a1 = fma_f16(a1, row, 2 * (j + LANES), xr, xo + j + LANES)
+                a2 = fma_f16(a2, row, 2 * (j + 2 * LANES), xr, xo + j + 2 * LANES)
+                a3 = fma_f16(a3, row, 2 * (j + 3 * LANES), xr, xo + j + 3 * LANES)
+            s = np.float64(vsum4(a0, a1, a2, a3))  # ggml sums the tail in double here
             for j in range(body, cols):
-                s += load_f16(row, 2 * j) * xr[t, j]
-            out[t, r] = s
+                s += np.float64(load_f16(row, 2 * j) * xr[t, j])
+            out[t, r] = np.float32(s)
 
 
 def _matvec_bf16(out, w, x):
     # W (rows, cols*2) @ x (T, cols) -> out (T, rows); x rounded to bf16 first
+    # ggml_vec_dot_bf16 with AVX512-BF16: two `vdpbf16ps` accumulators per 64 columns,
+    # each reduced on its own and added in double, then the tail in double
     T, cols = x.shape
     xr = np.empty_like(x)
     round_rows_bf16(x, xr)
-    body = cols - cols % LANES
+    body = cols - cols % STEP
     for r in prange(w.shape[0]):
         row = w[r]
         for t in range(T):
-            acc = zeros_f32()
-            for j in range(0, body, LANES):
-                acc = fma_bf16(acc, row, 2 * j, xr, t * cols + j)
-            s = vsum(acc)
+            c1, c2 = zeros_f32(), zeros_f32()
+            xo = t * cols
+            for j in range(0, body, STEP):
+                c1 = dot2_bf16(c1, row, 2 * j, xr, xo + j)
+                c2 = dot2_bf16(c2, row, 2 * (j + 2 * LANES), xr, xo + j + 2 * LANES)
+            s = np.float64(vsum(c1)) + np.float64(vsum(c2))
             for j in range(body, cols):
-                s += load_bf16(row, 2 * j) * xr[t, j]
-            out[t, r] = s
+                s += np.float64(load_bf16(row, 2 * j) * xr[t, j])
+            out[t, r] = np.float32(s)
 
 
 matvec_f32 = njit_parallel(_matvec_f32)

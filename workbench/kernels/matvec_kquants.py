@@ -4,12 +4,19 @@ Contract of every `matvec_<fmt>(out, w, x)`:
     out (T, rows) float32 = x (T, cols) float32 @ W.T, W given as raw GGUF super-blocks
     w (rows, cols / 256 * type_size) uint8; all arrays C-contiguous and already validated
     by `workbench.kernels.linear` (these kernels check nothing).
-The arithmetic is llama.cpp's (`ggml_vec_dot_q4_K_q8_K`, `ggml_vec_dot_q6_K_q8_K`):
-x is quantized once per call to q8_K (float d, int8 q, per-16 bsums); in each
-super-block the sub-block dots are multiplied by their integer scales and summed
-exactly, then scaled once by d_w * d_x (fused into 16 float32 lanes). The offsets go
-through the bsums: q4_K subtracts dmin_w * d_x * sum_j min_j * bsum_j, q6_K's
--32 * sum_j scale_j * bsum_j joins the super-block's integer sum.
+The arithmetic is llama.cpp's x86 decode path, operation for operation, so results are
+equal bit for bit to it: x is quantized once per call to q8_K (float d, int8 q, per-16
+bsums); the offsets go through the bsums.
+- q4_K as `ggml_gemv_q4_K_8x8_q8_K` (the CPU "repack" path llama.cpp takes for q4_K
+  weights with a multiple of 8 rows, i.e. all of them in practice): per super-block the
+  exact integer sums I = sum_j scale_j * (q . x)_j and M = sum_j min_j * bsum_j, then
+  acc = fma(I, d_w * d_x, acc), acc_min = fma(M, dmin_w * d_x, acc_min), out = acc - acc_min.
+- q6_K as `ggml_vec_dot_q6_K_q8_K` (AVX2): 8 integer lanes per super-block, lane k the
+  scaled products 4k..4k+3 of every 32 values minus 32 * (scale . bsum) of its share,
+  fused into 8 float32 lanes with d_w * d_x and summed as `hsum_float_8`.
+
+Prefill (T > 1) computes every token exactly as decode would; llama.cpp's own prefill
+paths (repacked gemm for q4_K, the "tiled" GEMM for q6_K at 8+ tokens) are not checked.
 
 `matvec_<fmt>` is the parallel variant (rows split over numba's threads),
 `matvec_<fmt>_serial` the same code without threads. Layouts: `workbench.quant.formats`.
@@ -22,11 +29,16 @@ from workbench.kernels.activation_quant import quantize_rows_q8_k
 from workbench.kernels.jit import njit_parallel, njit_serial
 from workbench.kernels.simd import (
     add_scaled,
-    fma_block,
+    dot_mins,
+    fma_quads,
+    fmaf,
     load_f16,
+    load_u32,
     pdot_nibble,
     pdot_q6,
+    sub_offsets,
     vsum,
+    vsum_quads,
     zeros_f32,
     zeros_i32,
 )
@@ -39,8 +51,22 @@ def scale_min_k4(row, base, j):
     """Scale and min of sub-block j (0..7) from the 12 bytes at row[base] (q4_K)."""
     if j < 4:
         return np.int64(row[base + j] & 63), np.int64(row[base + j + 4] & 63)
-    lo, hi, packed = np.int64(row[base + j - 4]), np.int64(row[base + j]), np.int64(row[base + j + 4])
+    lo, hi = np.int64(row[base + j - 4]), np.int64(row[base + j])
+    packed = np.int64(row[base + j + 4])
     return (packed & 0x0F) | ((lo >> 6) << 4), (packed >> 4) | ((hi >> 6) << 4)
+
+
+@njit_serial
+def scales_mins_k4(row, base):
+    """All 8 scales and 8 mins of a q4_K super-block, one per byte of two uint64s: bytes
+    0..3 hold the low 6 bits of scales / mins 0..3, bytes 8..11 the low 4 bits of both
+    for sub-blocks 4..7, whose top 2 bits sit in bits 6..7 of bytes 0..7."""
+    a, b, c = load_u32(row, base), load_u32(row, base + 4), load_u32(row, base + 8)
+    sc_hi = (c & 0x0F0F0F0F) | (((a >> 6) & 0x03030303) << 4)
+    mn_hi = ((c >> 4) & 0x0F0F0F0F) | (((b >> 6) & 0x03030303) << 4)
+    scales = np.uint64(a & 0x3F3F3F3F) | (np.uint64(sc_hi) << np.uint64(32))
+    mins = np.uint64(b & 0x3F3F3F3F) | (np.uint64(mn_hi) << np.uint64(32))
+    return scales, mins
 
 
 def _matvec_q4_k(out, w, x):
@@ -56,25 +82,24 @@ def _matvec_q4_k(out, w, x):
     for r in prange(w.shape[0]):
         row = w[r]
         for t in range(T):
-            acc = zeros_f32()
+            acc = np.float32(0)
             acc_min = np.float32(0)
             for b in range(nb):
                 o = b * 144
                 xo = t * cols + b * QK_K
+                scales, mins = scales_mins_k4(row, o + 4)
                 p = zeros_i32()
-                mins = 0
                 for i in range(4):
-                    sc_lo, mn_lo = scale_min_k4(row, o + 4, 2 * i)
-                    sc_hi, mn_hi = scale_min_k4(row, o + 4, 2 * i + 1)
                     q = o + 16 + 32 * i
+                    sc_lo = np.int64((scales >> np.uint64(16 * i)) & np.uint64(0xFF))
+                    sc_hi = np.int64((scales >> np.uint64(16 * i + 8)) & np.uint64(0xFF))
                     p = add_scaled(p, pdot_nibble(row, q, 0, xq, xo + 64 * i), sc_lo, sc_lo)
                     p = add_scaled(p, pdot_nibble(row, q, 4, xq, xo + 64 * i + 32), sc_hi, sc_hi)
-                    g = b * 16 + 4 * i  # bsums come per 16 values: 2 per sub-block
-                    mins += mn_lo * (bsums[t, g] + bsums[t, g + 1])
-                    mins += mn_hi * (bsums[t, g + 2] + bsums[t, g + 3])
-                acc = fma_block(acc, xd[t, b] * load_f16(row, o), p)
-                acc_min += (xd[t, b] * load_f16(row, o + 2)) * np.float32(mins)
-            out[t, r] = vsum(acc) - acc_min
+                # sum_j min_j * (q8 values of sub-block j): bsums come 2 per sub-block
+                mins = dot_mins(mins, bsums, t * (cols // 16) + b * 16)
+                acc = fmaf(np.float32(vsum(p)), load_f16(row, o) * xd[t, b], acc)
+                acc_min = fmaf(np.float32(mins), load_f16(row, o + 2) * xd[t, b], acc_min)
+            out[t, r] = acc - acc_min
 
 
 def _matvec_q6_k(out, w, x):
@@ -92,12 +117,10 @@ def _matvec_q6_k(out, w, x):
         row = w[r]
         for t in range(T):
             acc = zeros_f32()
-            acc_off = np.float32(0)
             for b in range(nb):
                 o = b * 210
                 xo = t * cols + b * QK_K
                 p = zeros_i32()
-                off = 0
                 for h in range(2):
                     for k in range(4):
                         g = 8 * h + 2 * k  # scale index of the first 16 values
@@ -106,12 +129,11 @@ def _matvec_q6_k(out, w, x):
                         lo = o + 64 * h + 32 * (k & 1)
                         hi = o + 128 + 32 * h
                         xk = xo + 128 * h + 32 * k
-                        p = add_scaled(p, pdot_q6(row, lo, 4 * (k >> 1), hi, 2 * k, xq, xk), sc0, sc1)
-                        off += sc0 * bsums[t, b * 16 + g] + sc1 * bsums[t, b * 16 + g + 1]
-                d = xd[t, b] * load_f16(row, o + 208)
-                acc = fma_block(acc, d, p)
-                acc_off += d * np.float32(-32 * off)
-            out[t, r] = vsum(acc) + acc_off
+                        q = pdot_q6(row, lo, 4 * (k >> 1), hi, 2 * k, xq, xk)
+                        p = add_scaled(p, q, sc0, sc1)
+                p = sub_offsets(p, bsums, t * (cols // 16) + b * 16, row, o + 192, 32)
+                acc = fma_quads(acc, xd[t, b] * load_f16(row, o + 208), p)
+            out[t, r] = vsum_quads(acc)
 
 
 matvec_q4_k = njit_parallel(_matvec_q4_k)

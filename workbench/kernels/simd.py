@@ -12,18 +12,19 @@ Two numba types, living in registers across loop iterations:
   f32x16  16 float32 lanes: a row's running sum, reduced once per row by `vsum`
 Block dots (`pdot_*`) return i32x16 whose lane sum is the block's exact integer dot;
 `fma_block(acc, d, p)` adds d * float(p) lane by lane (fused, as `vfmadd`).
+`fma_quads` / `vsum_quads` keep llama.cpp's AVX2 lane layout instead (8 lanes, each the
+running sum of products 4k..4k+3 of every block), for results equal bit for bit.
 
 Contract: every function reads consecutive elements starting at a *flat element offset*
 of a C-contiguous array (a byte offset for uint8 weights), with no bounds check; the
 wrappers in `linear.py` validate all shapes first. Activations are int16 (q8 values
 widened once per call, which saves a shuffle per block) or float32. With
-NUMBA_DISABLE_JIT=1 the same names are numpy functions on small arrays, for debugging.
+NUMBA_DISABLE_JIT=1 the same names come from `simd_numpy`, for stepping through kernels.
 
 Not here: scales, formats, loops. Each kernel file composes these.
 """
 
 import numba
-import numpy as np
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
@@ -35,19 +36,19 @@ LANES = 16
 
 
 class _Vector(types.Type):
-    def __init__(self, name, element):
-        self.element = element
+    def __init__(self, name, element, lanes):
+        self.element, self.lanes = element, lanes
         super().__init__(name=name)
 
 
-i32x16 = _Vector("i32x16", _i32)
-f32x16 = _Vector("f32x16", _f32)
+i32x16 = _Vector("i32x16", _i32, 16)
+f32x16 = _Vector("f32x16", _f32, 16)
 
 
 @register_model(_Vector)
 class _VectorModel(models.PrimitiveModel):
     def __init__(self, dmm, fe_type):
-        super().__init__(dmm, fe_type, ir.VectorType(fe_type.element, LANES))
+        super().__init__(dmm, fe_type, ir.VectorType(fe_type.element, fe_type.lanes))
 
 
 # ---- IR helpers --------------------------------------------------------------------------
@@ -114,17 +115,24 @@ def _tree_sum(builder, v, add):
     return builder.extract_element(v, ir.Constant(_i32, 0))
 
 
+def _reduce_add(builder, v):
+    """The exact sum of an integer vector's lanes."""
+    fnty = ir.FunctionType(v.type.element, [v.type])
+    name = f"llvm.vector.reduce.add.v{v.type.count}i{v.type.element.width}"
+    return builder.call(cgutils.get_or_insert_function(builder.module, fnty, name), [v])
+
+
 def _fma(builder, a, b, c):
     fnty = ir.FunctionType(a.type, [a.type] * 3)
-    fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fma.v{LANES}f32")
+    fn = cgutils.get_or_insert_function(builder.module, fnty, f"llvm.fma.v{a.type.count}f32")
     return builder.call(fn, [a, b, c])
 
 
-# ---- scalars ---------------------------------------------------------------------------------
+# ---- scalars ---------------------------------------------------------------------------
 
 
 @intrinsic
-def _load_f16(typingctx, buf, offset):
+def load_f16(typingctx, buf, offset):
     """The fp16 at a byte offset of a uint8 array, widened to float32."""
     def codegen(context, builder, sig, args):
         return builder.fpext(_load(context, builder, sig.args[0], *args, _f16), _f32)
@@ -132,7 +140,7 @@ def _load_f16(typingctx, buf, offset):
 
 
 @intrinsic
-def _load_u32(typingctx, buf, offset):
+def load_u32(typingctx, buf, offset):
     """The little-endian uint32 at a byte offset of a uint8 array."""
     def codegen(context, builder, sig, args):
         return _load(context, builder, sig.args[0], *args, _i32)
@@ -140,7 +148,7 @@ def _load_u32(typingctx, buf, offset):
 
 
 @intrinsic
-def _load_f32(typingctx, buf, offset):
+def load_f32(typingctx, buf, offset):
     """The float32 at a byte offset of a uint8 array."""
     def codegen(context, builder, sig, args):
         return _load(context, builder, sig.args[0], *args, _f32)
@@ -148,7 +156,7 @@ def _load_f32(typingctx, buf, offset):
 
 
 @intrinsic
-def _load_bf16(typingctx, buf, offset):
+def load_bf16(typingctx, buf, offset):
     """The bf16 at a byte offset of a uint8 array, widened to float32."""
     def codegen(context, builder, sig, args):
         h = builder.zext(_load(context, builder, sig.args[0], *args, _i16), _i32)
@@ -157,39 +165,68 @@ def _load_bf16(typingctx, buf, offset):
 
 
 @intrinsic
-def _round_f16(typingctx, x):
+def fmaf(typingctx, a, b, c):
+    """a * b + c in float32 with one rounding (C's fmaf, x86 `vfmadd`)."""
+    def codegen(context, builder, sig, args):
+        fnty = ir.FunctionType(_f32, [_f32] * 3)
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.fma.f32")
+        return builder.call(fn, args)
+    return types.float32(types.float32, types.float32, types.float32), codegen
+
+
+@intrinsic
+def round_f16(typingctx, x):
     """float32 rounded to the nearest fp16 (ties to even, as F16C) and widened back."""
     def codegen(context, builder, sig, args):
         return builder.fpext(builder.fptrunc(args[0], _f16), _f32)
     return types.float32(types.float32), codegen
 
 
-# ---- accumulators ------------------------------------------------------------------------------
+# ---- accumulators ----------------------------------------------------------------------
 
 
 @intrinsic
-def _zeros_f32(typingctx):
+def zeros_f32(typingctx):
     def codegen(context, builder, sig, args):
         return _const(_f32, LANES, 0.0)
     return f32x16(), codegen
 
 
 @intrinsic
-def _zeros_i32(typingctx):
+def zeros_i32(typingctx):
     def codegen(context, builder, sig, args):
         return _const(_i32, LANES, 0)
     return i32x16(), codegen
 
 
 @intrinsic
-def _add_i32(typingctx, a, b):
+def fma_quads(typingctx, acc, d, p):
+    """acc + d * float(q), fused, with q_2k = p_2k + p_2k+1: the sum of products
+    4k..4k+3 of a 32-value block, in the even lanes (odd lanes carry junk that
+    `vsum_quads` drops). The even lanes are llama.cpp's 8 AVX2 lanes, operation for
+    operation: `acc = _mm256_fmadd_ps(d, mul_sum_i8_pairs_float(x, y), acc)`."""
     def codegen(context, builder, sig, args):
-        return builder.add(*args)
-    return i32x16(i32x16, i32x16), codegen
+        acc_, d_, p_ = args
+        # p_2k+1 moved down onto p_2k by a 64-bit shift: no cross-lane shuffle
+        wide = builder.bitcast(p_, _vt(ir.IntType(64), 8))
+        odd = builder.bitcast(builder.lshr(wide, _const(ir.IntType(64), 8, 32)), _vt(_i32))
+        q = builder.sitofp(builder.add(p_, odd), _vt(_f32))
+        return _fma(builder, _splat(builder, d_), q, acc_)
+    return f32x16(f32x16, types.float32, i32x16), codegen
 
 
 @intrinsic
-def _fma_block(typingctx, acc, d, p):
+def vsum_quads(typingctx, acc):
+    """The even lanes of an `fma_quads` accumulator summed in the order of llama.cpp's
+    `hsum_float_8`: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))."""
+    def codegen(context, builder, sig, args):
+        even = builder.shuffle_vector(args[0], args[0], _const(_i32, 8, list(range(0, 16, 2))))
+        return _tree_sum(builder, even, builder.fadd)
+    return types.float32(f32x16), codegen
+
+
+@intrinsic
+def fma_block(typingctx, acc, d, p):
     """acc + d * float(p), lane by lane, fused: one block's scaled contribution."""
     def codegen(context, builder, sig, args):
         acc_, d_, p_ = args
@@ -199,8 +236,20 @@ def _fma_block(typingctx, acc, d, p):
 
 
 @intrinsic
-def _vsum(typingctx, acc):
-    """The lanes of an f32x16 summed pairwise (fixed order), or of an i32x16 (exact)."""
+def vsum4(typingctx, a0, a1, a2, a3):
+    """((a0 + a2) + (a1 + a3)) lane by lane, then `vsum`: ggml's GGML_F32x16_REDUCE of its
+    four AVX-512 accumulators (`_mm512_reduce_add_ps` pairs lanes as `vsum` does)."""
+    def codegen(context, builder, sig, args):
+        a0_, a1_, a2_, a3_ = args
+        v = builder.fadd(builder.fadd(a0_, a2_), builder.fadd(a1_, a3_))
+        return _tree_sum(builder, v, builder.fadd)
+    return types.float32(f32x16, f32x16, f32x16, f32x16), codegen
+
+
+@intrinsic
+def vsum(typingctx, acc):
+    """The lanes of an f32x16 summed pairwise (fixed order: lane j + lane j+8, then
+    j + 4, j + 2, j + 1, as GCC's `_mm512_reduce_add_ps`), or of an i32x16 (exact)."""
     if acc == f32x16:
         def codegen(context, builder, sig, args):
             return _tree_sum(builder, args[0], builder.fadd)
@@ -212,35 +261,36 @@ def _vsum(typingctx, acc):
     return None
 
 
-# ---- integer block dots: lanes sum to the exact dot ----------------------------------------------
+# ---- integer block dots: lanes sum to the exact dot ------------------------------------
 
 
 @intrinsic
-def _pdot_i8(typingctx, w, wo, x, xo):
+def pdot_i8(typingctx, w, wo, x, xo):
     """q8_0: sum_{j<32} int8(w[wo+j]) * x[xo+j], x int16."""
     def codegen(context, builder, sig, args):
-        q = builder.sext(_load(context, builder, sig.args[0], args[0], args[1], _i8, 32), _vt(_i16, 32))
+        q = _load(context, builder, sig.args[0], args[0], args[1], _i8, 32)
         x = _load(context, builder, sig.args[2], args[2], args[3], _i16, 32)
-        return _pairwise_madd(builder, q, x)
+        return _pairwise_madd(builder, builder.sext(q, _vt(_i16, 32)), x)
     return i32x16(w, types.intp, x, types.intp), codegen
 
 
 @intrinsic
-def _pdot_q4(typingctx, w, wo, qh, x, xo):
-    """q4_0 / q4_1 / q5_0: sum_{j<32} q_j * x[xo+j], q_j = nibble j of the 16 bytes at
-    w[wo] (low nibbles are j = 0..15, high ones 16..31) | (bit j of qh) << 4."""
+def pdot_q4(typingctx, w, wo, qh, offset, x, xo):
+    """q4_0 / q4_1 / q5_0: sum_{j<32} (q_j - offset) * x[xo+j], q_j = nibble j of the 16
+    bytes at w[wo] (low nibbles are j = 0..15, high ones 16..31) | (bit j of qh) << 4."""
     def codegen(context, builder, sig, args):
-        w_, wo_, qh_, x_, xo_ = args
+        w_, wo_, qh_, off_, x_, xo_ = args
         q = _nibbles16(builder, _load(context, builder, sig.args[0], w_, wo_, _i8, 16))
         high = builder.zext(builder.bitcast(qh_, _vt(ir.IntType(1), 32)), _vt(_i16, 32))
         q = builder.or_(q, builder.shl(high, _const(_i16, 32, 4)))
-        x = _load(context, builder, sig.args[3], x_, xo_, _i16, 32)
+        q = builder.sub(q, _splat(builder, builder.trunc(off_, _i16), 32))
+        x = _load(context, builder, sig.args[4], x_, xo_, _i16, 32)
         return _pairwise_madd(builder, q, x)
-    return i32x16(w, types.intp, types.uint32, x, types.intp), codegen
+    return i32x16(w, types.intp, types.uint32, types.intp, x, types.intp), codegen
 
 
 @intrinsic
-def _pdot_nibble(typingctx, w, wo, shift, x, xo):
+def pdot_nibble(typingctx, w, wo, shift, x, xo):
     """q4_K sub-block: sum_{j<32} ((w[wo+j] >> shift) & 15) * x[xo+j] (shift 0 or 4)."""
     def codegen(context, builder, sig, args):
         w_, wo_, sh_, x_, xo_ = args
@@ -251,7 +301,7 @@ def _pdot_nibble(typingctx, w, wo, shift, x, xo):
 
 
 @intrinsic
-def _pdot_q6(typingctx, w, lo, lo_shift, hi, hi_shift, x, xo):
+def pdot_q6(typingctx, w, lo, lo_shift, hi, hi_shift, x, xo):
     """q6_K: sum_{j<32} q_j * x[xo+j] with q_j = ((w[lo+j] >> lo_shift) & 15)
     | ((w[hi+j] >> hi_shift) & 3) << 4, in 0..63 (the -32 offset is the caller's)."""
     def codegen(context, builder, sig, args):
@@ -267,7 +317,7 @@ def _pdot_q6(typingctx, w, lo, lo_shift, hi, hi_shift, x, xo):
 
 
 @intrinsic
-def _add_scaled(typingctx, acc, p, s0, s1):
+def add_scaled(typingctx, acc, p, s0, s1):
     """acc + p * s lane by lane, s = s0 in lanes 0..7 and s1 in lanes 8..15: the sub-block
     scales of a pdot over 32 values (lanes 0..7 hold values 0..15, lanes 8..15 the rest)."""
     def codegen(context, builder, sig, args):
@@ -277,7 +327,34 @@ def _add_scaled(typingctx, acc, p, s0, s1):
     return i32x16(i32x16, i32x16, types.int64, types.int64), codegen
 
 
-# ---- float block dots ------------------------------------------------------------------------
+@intrinsic
+def sub_offsets(typingctx, p, bsums, bo, w, so, offset):
+    """p - offset * bsums[bo+j] * int8(w[so+j]) lane by lane (j < 16): q6_K's -32 offset,
+    sum_j 32 * bsum_j * scale_j, spread so that lanes 2k, 2k+1 hold sub-block k's share."""
+    def codegen(context, builder, sig, args):
+        p_, bs_, bo_, w_, so_, off_ = args
+        bs = _load(context, builder, sig.args[1], bs_, bo_, _i32, LANES)
+        sc = builder.sext(_load(context, builder, sig.args[3], w_, so_, _i8, LANES), _vt(_i32))
+        off = _splat(builder, builder.trunc(off_, _i32))
+        return builder.sub(p_, builder.mul(off, builder.mul(bs, sc)))
+    return i32x16(i32x16, bsums, types.intp, w, types.intp, types.int64), codegen
+
+
+@intrinsic
+def dot_mins(typingctx, mins, bsums, bo):
+    """sum_{j<8} byte j of `mins` * (bsums[bo+2j] + bsums[bo+2j+1]): q4_K's min term, the
+    8 sub-block mins packed in a uint64 against the 16 per-16-value sums of x."""
+    def codegen(context, builder, sig, args):
+        mins_, bs_, bo_ = args
+        m = builder.zext(builder.bitcast(mins_, _vt(_i8, 8)), _vt(_i32, 8))
+        bs = _load(context, builder, sig.args[1], bs_, bo_, _i32, 16)
+        even = builder.shuffle_vector(bs, bs, _const(_i32, 8, list(range(0, 16, 2))))
+        odd = builder.shuffle_vector(bs, bs, _const(_i32, 8, list(range(1, 16, 2))))
+        return _reduce_add(builder, builder.mul(m, builder.add(even, odd)))
+    return types.int32(types.uint64, bsums, types.intp), codegen
+
+
+# ---- float block dots ------------------------------------------------------------------
 
 
 def _make_fma_float(kind):
@@ -288,94 +365,60 @@ def _make_fma_float(kind):
             acc_, w_, wo_, x_, xo_ = args
             if kind == "f32":
                 wv = _load(context, builder, sig.args[1], w_, wo_, _f32, LANES)
-            elif kind == "f16":
+            else:
                 h = _load(context, builder, sig.args[1], w_, wo_, _i16, LANES)
                 wv = builder.fpext(builder.bitcast(h, _vt(_f16)), _vt(_f32))
-            else:  # bf16 is the high half of a float32
-                h = _load(context, builder, sig.args[1], w_, wo_, _i16, LANES)
-                bits = builder.shl(builder.zext(h, _vt(_i32)), _const(_i32, LANES, 16))
-                wv = builder.bitcast(bits, _vt(_f32))
             xv = _load(context, builder, sig.args[3], x_, xo_, _f32, LANES)
             return _fma(builder, wv, xv, acc_)
         return f32x16(f32x16, w, types.intp, x, types.intp), codegen
     return fma_float
 
 
-# ---- numpy twins for NUMBA_DISABLE_JIT=1 ---------------------------------------------------
+@intrinsic
+def dot2_bf16(typingctx, acc, w, wo, x, xo):
+    """AVX512-BF16 `vdpbf16ps`: lane j of acc += w_2j+1 * x_2j+1, then += w_2j * x_2j
+    (each product exact, each add rounded), for 32 bf16 weights at byte offset wo and
+    32 float32 x holding bf16 values."""
+    def codegen(context, builder, sig, args):
+        acc_, w_, wo_, x_, xo_ = args
+        h = _load(context, builder, sig.args[1], w_, wo_, _i16, 32)
+        bits = builder.shl(builder.zext(h, _vt(_i32, 32)), _const(_i32, 32, 16))
+        xv = _load(context, builder, sig.args[3], x_, xo_, _f32, 32)
+        p = builder.fmul(builder.bitcast(bits, _vt(_f32, 32)), xv)
+        odd = builder.shuffle_vector(p, p, _const(_i32, LANES, list(range(1, 32, 2))))
+        even = builder.shuffle_vector(p, p, _const(_i32, LANES, list(range(0, 32, 2))))
+        return builder.fadd(builder.fadd(acc_, odd), even)
+    return f32x16(f32x16, w, types.intp, x, types.intp), codegen
 
 
-def _flat(a, offset, n, dtype):
-    """`n` values of `dtype` at flat element `offset` of `a` (a byte offset for uint8)."""
-    a = a.reshape(-1)
-    if a.dtype == np.uint8 and dtype != np.uint8:
-        return a[offset : offset + n * np.dtype(dtype).itemsize].view(dtype)
-    return a[offset : offset + n].astype(dtype, copy=False)
+# acc + w_j * x_j for 16 weights read at a *byte* offset of a uint8 array; x float32,
+# already rounded to f16 for f16 weights (each product is then exact)
+fma_f32 = _make_fma_float("f32")
+fma_f16 = _make_fma_float("f16")
 
-
-def _pairs(q, x):
-    p = q.astype(np.int32) * x.astype(np.int32)
-    return p[0::2] + p[1::2]
-
-
-def _py_fma(acc, d, p):
-    exact = np.float64(d) * p.astype(np.float64) + acc.astype(np.float64)
-    return exact.astype(np.float32)
-
-
-def _py_pdot_q4(w, wo, qh, x, xo):
-    b = _flat(w, wo, 16, np.uint8).astype(np.int32)
-    q = np.concatenate([b & 15, b >> 4]) | (((int(qh) >> np.arange(32)) & 1) << 4)
-    return _pairs(q, _flat(x, xo, 32, np.int32))
-
-
-def _py_pdot_nibble(w, wo, shift, x, xo):
-    q = (_flat(w, wo, 32, np.uint8).astype(np.int32) >> shift) & 15
-    return _pairs(q, _flat(x, xo, 32, np.int32))
-
-
-def _py_pdot_q6(w, lo, lo_shift, hi, hi_shift, x, xo):
-    low = (_flat(w, lo, 32, np.uint8).astype(np.int32) >> lo_shift) & 15
-    high = (_flat(w, hi, 32, np.uint8).astype(np.int32) >> hi_shift) & 3
-    return _pairs(low | (high << 4), _flat(x, xo, 32, np.int32))
-
-
-def _py_add_scaled(acc, p, s0, s1):
-    return acc + p * np.repeat(np.array([s0, s1], np.int32), 8)
-
-
-def _py_fma_float(kind):
-    def fma_float(acc, w, wo, x, xo):
-        if kind == "bf16":
-            wv = (_flat(w, wo, LANES, np.uint16).astype(np.uint32) << 16).view(np.float32)
-        else:
-            wv = _flat(w, wo, LANES, np.float32 if kind == "f32" else np.float16)
-        return _py_fma(acc, 1.0, wv.astype(np.float64) * _flat(x, xo, LANES, np.float64))
-    return fma_float
-
-
-def _py_vsum(v):
-    while v.size > 1:
-        v = v[: v.size // 2] + v[v.size // 2 :]
-    return v.dtype.type(v[0])
-
-
-if numba.config.DISABLE_JIT:
-    load_f16 = lambda buf, o: np.float32(_flat(buf, o, 1, np.float16)[0])  # noqa: E731
-    load_u32 = lambda buf, o: np.uint32(_flat(buf, o, 1, np.uint32)[0])  # noqa: E731
-    load_f32 = lambda buf, o: np.float32(_flat(buf, o, 1, np.float32)[0])  # noqa: E731
-    load_bf16 = lambda buf, o: (_flat(buf, o, 1, np.uint16).astype(np.uint32) << 16).view(np.float32)[0]  # noqa: E731,E501
-    round_f16 = lambda x: np.float32(np.float16(x))  # noqa: E731
-    zeros_f32 = lambda: np.zeros(LANES, np.float32)  # noqa: E731
-    zeros_i32 = lambda: np.zeros(LANES, np.int32)  # noqa: E731
-    add_i32 = lambda a, b: a + b  # noqa: E731
-    fma_block, vsum = _py_fma, _py_vsum
-    pdot_i8 = lambda w, wo, x, xo: _pairs(_flat(w, wo, 32, np.int8), _flat(x, xo, 32, np.int32))  # noqa: E731
-    pdot_q4, pdot_nibble, pdot_q6, add_scaled = _py_pdot_q4, _py_pdot_nibble, _py_pdot_q6, _py_add_scaled
-    fma_f32, fma_f16, fma_bf16 = (_py_fma_float(k) for k in ("f32", "f16", "bf16"))
-else:
-    load_f16, load_u32, round_f16 = _load_f16, _load_u32, _round_f16
-    load_f32, load_bf16 = _load_f32, _load_bf16
-    zeros_f32, zeros_i32, add_i32, fma_block, vsum = _zeros_f32, _zeros_i32, _add_i32, _fma_block, _vsum
-    pdot_i8, pdot_q4, pdot_nibble, pdot_q6 = _pdot_i8, _pdot_q4, _pdot_nibble, _pdot_q6
-    add_scaled = _add_scaled
-    fma_f32, fma_f16, fma_bf16 = (_make_fma_float(k) for k in ("f32", "f16", "bf16"))
+if numba.config.DISABLE_JIT:  # the same names as numpy functions, to step through kernels
+    from workbench.kernels.simd_numpy import (  # noqa: F401, F811, E402
+        add_scaled,
+        dot2_bf16,
+        dot_mins,
+        fma_block,
+        fma_f16,
+        fma_f32,
+        fma_quads,
+        fmaf,
+        load_bf16,
+        load_f16,
+        load_f32,
+        load_u32,
+        pdot_i8,
+        pdot_nibble,
+        pdot_q4,
+        pdot_q6,
+        round_f16,
+        sub_offsets,
+        vsum,
+        vsum4,
+        vsum_quads,
+        zeros_f32,
+        zeros_i32,
+    )

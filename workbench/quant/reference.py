@@ -59,7 +59,7 @@ def _format(fmt: BlockFormat | str) -> BlockFormat:
 
 
 def dequantize_ref(fmt: BlockFormat | str, raw: np.ndarray) -> np.ndarray:
-    """uint8 (..., row_bytes) in format `fmt` -> float32 (..., row_bytes / type_size * block_size)."""
+    """uint8 (..., row_bytes) of format `fmt` -> float32 (..., n), bit-equal to gguf-py."""
     f = _format(fmt)
     raw = np.asarray(raw)
     if raw.dtype != np.uint8 or raw.ndim < 1 or raw.shape[-1] % f.type_size:
