@@ -6,11 +6,15 @@ setting of llama-cpp-python can interfere. Each step keeps the reference's top-5
 logits, which lets a test justify any divergence by the reference's own margin.
 
     python scripts/make_goldens.py                      # SmolLM2-135M Q4_1
-    python scripts/make_goldens.py --model gemma3-270m --out tests/golden/greedy_gemma3-270m.json --long
+    python scripts/make_goldens.py --model gemma3-270m --out tests/golden/greedy_gemma3-270m.json \
+        --long --prompt-by-token
 
 `--long` adds one prompt of more than 512 tokens (`long_cases`), so that a sliding
 attention window of 512 (Gemma 3) is exercised: a story of numbered facts that ends
-with a question about one told more than 512 tokens earlier.
+with a question about one told more than 512 tokens earlier. `--prompt-by-token` feeds
+prompts one token at a time (recorded as `prompt_by_token`): llama.cpp then runs only its
+matrix-vector kernels, whereas a batch of rows goes through its repacked q4_K_8x8 kernel
+for Q4_K weights, which sums in another order than ours does.
 
 Needs llama-cpp-python (`make peer` builds it without AMX). The tests need only the JSON.
 """
@@ -68,11 +72,12 @@ def sha256(path: Path) -> str:
 LONG_N_CTX = 2048
 
 
-def greedy_case(llm, prompt: str, steps: int) -> dict:
+def greedy_case(llm, prompt: str, steps: int, by_token: bool) -> dict:
     """llama.cpp's tokens of `prompt`, then `steps` greedy tokens with the top-5 logits of each."""
     ids = llm.tokenize(prompt.encode("utf-8"), add_bos=True, special=True)
     llm.reset()
-    llm.eval(ids)
+    for chunk in ([t] for t in ids) if by_token else [ids]:
+        llm.eval(chunk)
     tokens, top5 = [], []
     for _ in range(steps):
         # with logits_all=False llama.cpp keeps one output row: the last position's
@@ -101,18 +106,20 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--long", action="store_true", help="add one prompt of more than 512 tokens")
     ap.add_argument("--long-steps", type=int, default=8)
+    ap.add_argument("--prompt-by-token", action="store_true",
+                    help="feed prompts one token at a time: llama.cpp then runs only its matrix-vector kernels")
     args = ap.parse_args()
 
     path = resolve(args.model)
     out = Path(args.out or f"tests/golden/greedy_{Path(args.model).stem}.json")
     llm = llama_cpp.Llama(str(path), n_ctx=512, n_batch=512, n_threads=args.threads, logits_all=False,
                           verbose=False)
-    cases = [greedy_case(llm, prompt, args.steps) for prompt in PROMPTS]
+    cases = [greedy_case(llm, prompt, args.steps, args.prompt_by_token) for prompt in PROMPTS]
     long_cases = []
     if args.long:
         llm = llama_cpp.Llama(str(path), n_ctx=LONG_N_CTX, n_batch=512, n_threads=args.threads, logits_all=False,
                               verbose=False)
-        long_cases = [greedy_case(llm, long_prompt(), args.long_steps)]
+        long_cases = [greedy_case(llm, long_prompt(), args.long_steps, args.prompt_by_token)]
 
     golden = {
         "reference": f"llama-cpp-python {llama_cpp.__version__} (llama.cpp), greedy argmax over its logits",
@@ -120,6 +127,7 @@ def main() -> None:
         "model_sha256": sha256(path),
         "n_ctx": 512,
         "threads": args.threads,
+        "prompt_by_token": args.prompt_by_token,
         "cases": cases,
     }
     if long_cases:

@@ -85,13 +85,12 @@ def test_rope_pairings(kernel, neox):
     np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
 
 
-def _attention_reference(q, k_cache, v_cache, n_keys_of, scale, window):
-    """float64 attention with llama.cpp's f16 roundings of q and of the probabilities."""
+def _attention_reference(q, K, V, n_keys_of, scale, window):
+    """float64 attention with llama.cpp's f16 roundings of q and of the probabilities.
+    K, V (Hkv, n, hd) hold the cached half values."""
     T, H, hd = q.shape
-    Hkv = k_cache.shape[0]
+    Hkv = K.shape[0]
     out = np.zeros((T, H, hd))
-    K = k_cache.view(np.float16).astype(np.float64)
-    V = v_cache.view(np.float16).astype(np.float64)
     for t in range(T):
         n = n_keys_of(t)
         start = max(0, n - window) if window else 0
@@ -106,23 +105,29 @@ def _attention_reference(q, k_cache, v_cache, n_keys_of, scale, window):
 
 
 @pytest.mark.parametrize("window", [0, 4])
+@pytest.mark.parametrize("T", [1, 5])
 @pytest.mark.parametrize("kernel", [attention_f16kv, attention_f16kv_parallel])
-def test_attention_matches_reference_and_fills_cache(kernel, window):
+def test_attention_matches_reference_and_fills_cache(kernel, T, window):
     rng = np.random.default_rng(4)
-    T, H, Hkv, hd, n_ctx, pos0 = 5, 6, 2, 32, 16, 3
+    H, Hkv, hd, n_pos, pos0 = 6, 2, 64, 64, 3
     q = rng.standard_normal((T, H, hd)).astype(np.float32)
     k = rng.standard_normal((T, Hkv, hd)).astype(np.float32)
     v = rng.standard_normal((T, Hkv, hd)).astype(np.float32)
-    k_cache = np.zeros((Hkv, n_ctx, hd), np.uint16)
-    v_cache = np.zeros_like(k_cache)
-    k_cache[:, :pos0] = rng.standard_normal((Hkv, pos0, hd)).astype(np.float16).view(np.uint16)
-    v_cache[:, :pos0] = rng.standard_normal((Hkv, pos0, hd)).astype(np.float16).view(np.uint16)
-    probs = np.zeros((T * H, n_ctx), np.float32)
+    old_k = rng.standard_normal((Hkv, pos0, hd)).astype(np.float16)
+    old_v = rng.standard_normal((Hkv, pos0, hd)).astype(np.float16)
+    k_cache = np.zeros((Hkv, n_pos, hd), np.uint16)  # half bits, V transposed (see KVCache)
+    v_cache = np.zeros((Hkv, hd, n_pos), np.uint16)
+    k_cache[:, :pos0] = old_k.view(np.uint16)
+    v_cache[:, :, :pos0] = old_v.view(np.uint16).transpose(0, 2, 1)
+    probs = np.zeros((T * H, n_pos + hd), np.float32)
     out = np.zeros((T, H, hd), np.float32)
     kernel(out, q, k, v, k_cache, v_cache, pos0, np.float32(0.2), window, probs, F16_TO_F32)
-    assert np.array_equal(k_cache[:, pos0 : pos0 + T], k.astype(np.float16).view(np.uint16).transpose(1, 0, 2))
-    assert np.array_equal(v_cache[:, pos0 : pos0 + T], v.astype(np.float16).view(np.uint16).transpose(1, 0, 2))
-    ref = _attention_reference(q, k_cache, v_cache, lambda t: pos0 + t + 1, 0.2, window)
+    k16, v16 = k.astype(np.float16).transpose(1, 0, 2), v.astype(np.float16).transpose(1, 0, 2)
+    assert np.array_equal(k_cache[:, pos0 : pos0 + T], k16.view(np.uint16))
+    assert np.array_equal(v_cache[:, :, pos0 : pos0 + T], v16.view(np.uint16).transpose(0, 2, 1))
+    K = np.concatenate([old_k, k16], axis=1).astype(np.float64)
+    V = np.concatenate([old_v, v16], axis=1).astype(np.float64)
+    ref = _attention_reference(q, K, V, lambda t: pos0 + t + 1, 0.2, window)
     np.testing.assert_allclose(out, ref, rtol=1e-3, atol=2e-3)
 
 

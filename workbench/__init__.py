@@ -17,6 +17,7 @@ _EXPORTS = {
     "Model": ("workbench.api", "Model"),
     "Generation": ("workbench.engine.generator", "Generation"),
     "WorkbenchError": ("workbench.errors", "WorkbenchError"),
+    "machine_bandwidth": ("workbench.machine", "machine_bandwidth"),
 }
 
 # `workbench.trace(...)` is the tracing context manager. Importing the subpackage first

@@ -3,6 +3,9 @@
     workbench generate SOURCE --prompt TEXT [--max-tokens N] [sampling] [--threads N]
                        [--chat] [--stream] [--timings] [--json]
     workbench inspect FILE [--json]
+    workbench trace SOURCE --prompt TEXT [--max-tokens N] [--out trace.json] [--level op]
+                    [--threads N] [--json]
+    workbench bench --membw [--refresh] [--json]
 
 Bad input (a missing file, a bad value) prints one line on stderr and exits with 2;
 this is the only place in workbench that prints.
@@ -12,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 from workbench.errors import WorkbenchError
@@ -47,6 +51,24 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("inspect", help="print a GGUF or safetensors file's metadata and tensor table")
     i.add_argument("file")
     i.add_argument("--json", action="store_true")
+
+    t = sub.add_parser("trace", help="trace a generation: Chrome trace JSON, per-step summary, roofline")
+    t.add_argument("source", nargs="?", default=None, help="catalog name (default smollm2-135m) or GGUF path")
+    t.add_argument("--prompt", "-p", required=True)
+    t.add_argument("--max-tokens", "-n", type=_positive_int, default=16)
+    t.add_argument("--threads", "-t", type=_positive_int, default=None)
+    t.add_argument("--ctx", type=_positive_int, default=None, help="context size (KV cache positions)")
+    t.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    t.add_argument("--level", choices=["step", "layer", "op"], default="op")
+    t.add_argument("--out", "-o", default="trace.json", help="Chrome trace-event JSON (Perfetto, speedscope)")
+    t.add_argument("--no-roofline", action="store_true",
+                   help="skip the bandwidth roofline (measuring it takes a few seconds the first time)")
+    t.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
+
+    b = sub.add_parser("bench", help="benchmarks of this machine")
+    b.add_argument("--membw", action="store_true", help="STREAM-style memory bandwidth (read, copy, triad)")
+    b.add_argument("--refresh", action="store_true", help="measure again instead of reading the cache")
+    b.add_argument("--json", action="store_true")
     return p
 
 
@@ -57,6 +79,8 @@ def _generate(args) -> int:
     model = workbench.load(args.source, threads=args.threads, n_ctx=args.ctx)
     on_token = None
     if args.stream and not args.json:
+        sys.stdout.write(args.prompt)
+
         def on_token(piece, _id):
             sys.stdout.write(piece)
             sys.stdout.flush()
@@ -137,16 +161,90 @@ def _inspect(args) -> int:
     return 0
 
 
+def _trace(args) -> int:
+    from pathlib import Path
+
+    import workbench
+    from workbench.errors import ParameterError
+    from workbench.trace import tracing
+
+    out = Path(args.out)
+    if not out.parent.is_dir():
+        raise ParameterError(f"--out {out}: directory {out.parent} does not exist")
+    model = workbench.load(args.source, threads=args.threads, n_ctx=args.ctx)
+    # Untraced warm-up: the first call of each kernel loads it from numba's cache, which
+    # is not what a trace should show.
+    model.generate(args.prompt, max_tokens=2, chat=args.chat)
+    meta = {"model": str(model.path), "threads": model.threads, "prompt": args.prompt, "max_tokens": args.max_tokens}
+    gbps = None
+    if not args.no_roofline and args.level == "op":
+        from workbench.machine import cache_path
+
+        if not cache_path().is_file():
+            print("measuring memory bandwidth once for this machine (workbench bench --membw)...", file=sys.stderr)
+        bw = workbench.machine_bandwidth()
+        gbps = bw.gbps("read", model.threads)
+        meta |= {"cpu": bw.cpu, "read_gbps": gbps}
+    with tracing(args.level, meta) as tracer:
+        gen = model.generate(args.prompt, max_tokens=args.max_tokens, chat=args.chat)
+    tracer.to_chrome_json(out)
+    summary = tracer.summary()
+    roof = tracer.roofline(gbps) if gbps else None
+
+    if args.json:
+        record = {**meta, "out": str(out), "level": args.level, **gen.as_dict(), "timings": summary}
+        if roof is not None:
+            record["roofline"] = [{"op": op, **row} for op, row in roof.round(6).iterrows()]
+        print(json.dumps(record, default=float))
+        return 0
+    print(f"[{model.path.name}] {len(gen.prompt_tokens)} prompt tokens, {len(gen.tokens)} generated at "
+          f"{gen.decode_tok_s:.1f} tok/s traced ({model.threads} thread{'s' if model.threads > 1 else ''}); "
+          f"{len(tracer.spans)} spans -> {out}")
+    print(_format_summary(summary))
+    if roof is not None:
+        print(f"\nper decode step, against {gbps:.1f} GB/s (read, {model.threads} threads; workbench bench --membw):")
+        print(f"{'op':<18}{'calls':>6}{'ms':>9}{'MB':>9}{'GB/s':>8}{'roof':>7}{'lost ms':>9}")
+        for op, r in roof.iterrows():
+            print(f"{op:<18}{r['calls']:>6.0f}{r['ms']:>9.3f}{r['MB']:>9.3f}{r['GB/s']:>8.2f}"
+                  f"{r['roofline']:>7.1%}{r['lost_ms']:>9.3f}")
+    return 0
+
+
+def _bench(args) -> int:
+    from workbench.errors import ParameterError
+
+    if not args.membw:
+        raise ParameterError("bench: say what to measure (--membw)")
+    from workbench.machine import cache_path, machine_bandwidth
+
+    if args.refresh or not cache_path().is_file():
+        print("measuring memory bandwidth (a few seconds; cached for this machine)...", file=sys.stderr)
+    bw = machine_bandwidth(refresh=args.refresh)
+    if args.json:
+        print(json.dumps(bw.as_dict()))
+        return 0
+    print(f"{bw.cpu}, {bw.cpus} CPUs, measured {bw.date} ({3 * bw.buffer_mib} MiB, best of {bw.repeats})")
+    print(f"{'threads':>7}{'read GB/s':>11}{'copy GB/s':>11}{'triad GB/s':>12}")
+    for r in bw.table():
+        print(f"{r['threads']:>7}{r['read']:>11.1f}{r['copy']:>11.1f}{r['triad']:>12.1f}")
+    print(f"cache: {bw.path}", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"generate": _generate, "inspect": _inspect}[args.command](args)
+        return {"generate": _generate, "inspect": _inspect, "trace": _trace, "bench": _bench}[args.command](args)
     except WorkbenchError as e:
         print(f"workbench: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("workbench: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `workbench inspect FILE | head`: the reader left, not an error
+        # point stdout at devnull so the interpreter's final flush does not fail again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -74,7 +74,14 @@ def _geglu_tanh_table(out, gate, up, table):
             elif x >= np.float32(10.0):
                 out[t, i] = x * up[t, i]
             else:
-                out[t, i] = table[f32_to_f16_bits(bits[t * n + i])] * up[t, i]
+                b = bits[t * n + i]
+                a = b & np.uint32(0x7FFFFFFF)
+                if a >= np.uint32(0x38800000):  # a normal half (|x| >= 2**-14): rebias, round to even
+                    h = (a - np.uint32(0x38000000) + np.uint32(0x0FFF) + ((a >> np.uint32(13)) & np.uint32(1)))
+                    h = (h >> np.uint32(13)) | ((b >> np.uint32(16)) & np.uint32(0x8000))
+                else:  # tiny (or nan): the general conversion
+                    h = np.uint32(f32_to_f16_bits(b))
+                out[t, i] = table[h] * up[t, i]
 
 
 geglu_tanh_table_f32 = njit_serial(_geglu_tanh_table)

@@ -70,14 +70,10 @@ def silu_ggml(x):
 @njit_serial
 def reduce16(a):
     """Sum of 16 float32 lanes a[0:16] in the order of GCC's _mm512_reduce_add_ps."""
-    t3 = np.empty(8, np.float32)
-    for i in range(8):
-        t3[i] = a[8 + i] + a[i]
-    t6_0 = t3[4] + t3[0]
-    t6_1 = t3[5] + t3[1]
-    t6_2 = t3[6] + t3[2]
-    t6_3 = t3[7] + t3[3]
-    return np.float32((t6_0 + t6_2) + (t6_1 + t6_3))
+    t0, t1, t2, t3 = a[8] + a[0], a[9] + a[1], a[10] + a[2], a[11] + a[3]
+    t4, t5, t6, t7 = a[12] + a[4], a[13] + a[5], a[14] + a[6], a[15] + a[7]
+    u0, u1, u2, u3 = t4 + t0, t5 + t1, t6 + t2, t7 + t3
+    return np.float32((u0 + u2) + (u1 + u3))
 
 
 @njit_serial

@@ -2,9 +2,10 @@
 
 from workbench.errors import UnsupportedError
 from workbench.models.config import ModelConfig
+from workbench.models.gemma3 import Gemma3
 from workbench.models.llama import Llama
 
-ARCHITECTURES = {"llama": Llama}
+ARCHITECTURES = {"llama": Llama, "gemma3": Gemma3}
 
 
 def build(gf):

@@ -8,9 +8,12 @@ quantization, fusion, tracing) are not here: see `workbench.engine.options`.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
-from workbench.errors import FormatError
+import numpy as np
+
+from workbench.errors import FormatError, UnsupportedError
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,14 @@ class ModelConfig:
     rope_base: float
     rope_dims: int
     tied_embeddings: bool
+    # Gemma-style extras; the defaults describe a model without them (Llama).
+    attn_scale: float = 0.0  # q is multiplied by this before q.k; from_gguf sets it (1/sqrt(head_dim))
+    embed_scale: float = 1.0  # token embeddings are multiplied by this (Gemma: sqrt(d_model))
+    sliding_window: int = 0  # keys a sliding layer sees, its own included; 0: no sliding layers
+    swa_layers: tuple[bool, ...] = ()  # per layer, True where attention slides (empty: none)
+    rope_base_local: float = 10000.0  # rope base of the sliding layers
+    rope_freq_scale: float = 1.0  # linear rope scaling of the global layers: 1 / scaling factor
+    final_logit_softcap: float = 0.0  # logits = c * tanh(logits / c) when > 0
 
     @property
     def group_size(self) -> int:
@@ -44,9 +55,13 @@ class ModelConfig:
         head_dim = int(gf.get(p + "attention.key_length", d_model // max(n_heads, 1)))
         tokens = gf.metadata.get("tokenizer.ggml.tokens")
         vocab = int(gf.get(p + "vocab_size", len(tokens) if tokens is not None else 0))
+        n_layers = int(gf.get(p + "block_count"))
+        extras = {"attn_scale": float(np.float32(1.0) / np.sqrt(np.float32(head_dim)))}
+        if arch == "gemma3":
+            extras |= _gemma3_extras(gf, p, n_layers, d_model, n_heads)
         cfg = cls(
             arch=arch,
-            n_layers=int(gf.get(p + "block_count")),
+            n_layers=n_layers,
             d_model=d_model,
             d_ff=int(gf.get(p + "feed_forward_length")),
             n_heads=n_heads,
@@ -58,6 +73,7 @@ class ModelConfig:
             rope_base=float(gf.get(p + "rope.freq_base", 10000.0)),
             rope_dims=int(gf.get(p + "rope.dimension_count", head_dim)),
             tied_embeddings="output.weight" not in gf.tensors,
+            **extras,
         )
         cfg.check(str(gf.path))
         return cfg
@@ -72,3 +88,43 @@ class ModelConfig:
             raise FormatError(f"{source}: {self.n_heads} heads do not split into {self.n_kv_heads} KV heads")
         if self.rope_dims > self.head_dim or self.rope_dims % 2:
             raise FormatError(f"{source}: rope dimension {self.rope_dims} does not fit head_dim {self.head_dim}")
+        if not self.attn_scale > 0 or not self.rope_freq_scale > 0:
+            raise FormatError(f"{source}: attention scale and rope frequency scale must be positive")
+        if self.swa_layers and (len(self.swa_layers) != self.n_layers or self.sliding_window <= 0):
+            raise FormatError(f"{source}: sliding-window pattern of {len(self.swa_layers)} layers "
+                              f"(window {self.sliding_window}) does not fit {self.n_layers} layers")
+
+
+def _gemma3_extras(gf, p: str, n_layers: int, d_model: int, n_heads: int) -> dict:
+    """Gemma 3's hyperparameters as llama.cpp's loader derives them (LLM_ARCH_GEMMA3).
+
+    The converter writes the window but not the layer pattern nor the local rope base:
+    llama.cpp fills in period 6 (layers 5, 11, 17, ... global) and base 10000. Without a
+    window every layer is global and llama.cpp's non-SWA graph soft-caps the logits."""
+    window = int(gf.get(p + "attention.sliding_window", 0))
+    pattern = gf.get(p + "attention.sliding_window_pattern", 6)
+    if window <= 0:
+        swa = ()
+    elif isinstance(pattern, (list, tuple)):  # one flag per layer, True = sliding
+        swa = tuple(bool(b) for b in pattern)
+    else:  # period n: the last layer of every n is global (n = 0: all slide)
+        n = int(pattern)
+        swa = tuple(n == 0 or i % n < n - 1 for i in range(n_layers))
+    # gemma_pytorch's query_pre_attn_scalar: d_model / n_heads for the 27B (62 layers),
+    # head_dim for the others; llama.cpp picks it by layer count, as here.
+    if n_layers == 62:
+        attn_scale = float(np.float32(1.0) / np.sqrt(np.float32(d_model // n_heads)))
+    else:
+        attn_scale = float(np.float32(1.0) / np.sqrt(np.float32(int(gf.get(p + "attention.key_length")))))
+    scaling, factor = gf.get(p + "rope.scaling.type", "none"), float(gf.get(p + "rope.scaling.factor", 0.0))
+    if scaling not in ("none", "linear"):
+        raise UnsupportedError(f"{gf.path}: gemma3 rope scaling {scaling!r} is not supported (only linear)")
+    return {
+        "attn_scale": attn_scale,
+        "embed_scale": math.sqrt(d_model),  # float32(sqrt(d)) is what ggml's sqrtf gives
+        "sliding_window": window if swa else 0,
+        "swa_layers": swa,
+        "rope_base_local": float(gf.get(p + "rope.freq_base_swa", 10000.0)),
+        "rope_freq_scale": 1.0 / factor if factor > 0 else 1.0,
+        "final_logit_softcap": 0.0 if swa else float(gf.get(p + "final_logit_softcapping", 30.0)),
+    }

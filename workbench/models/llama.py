@@ -17,6 +17,7 @@ from workbench.errors import ParameterError
 from workbench.kernels.activations import swiglu_f32, swiglu_f32_parallel
 from workbench.models.config import ModelConfig
 from workbench.nn.attention import Rope, attend
+from workbench.nn.elementwise import gated_act, residual_add
 from workbench.nn.kv_cache import KVCache
 from workbench.nn.linear import Embedding, Linear
 from workbench.nn.norms import RMSNorm, f32_vector
@@ -58,7 +59,7 @@ class LlamaState:
         self.proj = np.zeros((n_batch, d), f32)  # a block's output before the residual add
         self.gate = np.zeros((n_batch, cfg.d_ff), f32)
         self.up = np.zeros((n_batch, cfg.d_ff), f32)
-        self.probs = np.zeros((n_batch * H, n_ctx), f32)
+        self.probs = self.cache.scratch(n_batch * H, hd)  # attention scores, per query head
         self.logits = np.zeros((1, cfg.vocab_size), f32)
 
 
@@ -74,6 +75,7 @@ class Llama:
             self.output = Linear.from_gguf(gf, "output.weight", cfg.vocab_size, cfg.d_model, "output")
         self.rope = Rope(cfg.context_length, cfg.rope_dims, cfg.rope_base, neox=False)
         self.scale = 1.0 / math.sqrt(cfg.head_dim)
+        self.layer_names = [f"layer[{i}]" for i in range(cfg.n_layers)]  # span names, made once
 
     def new_state(self, n_ctx: int, n_batch: int = 256) -> LlamaState:
         return LlamaState(self.config, n_ctx, n_batch)
@@ -97,7 +99,7 @@ class Llama:
         with tracer.span("embedding"):
             self.token_embd(x, ids, tracer)
         for i, layer in enumerate(self.layers):
-            with tracer.span(f"layer[{i}]", kind="layer", layer=i):
+            with tracer.span(self.layer_names[i], kind="layer", layer=i):
                 with tracer.span("attn"):
                     layer.attn_norm(xn, x, tracer)
                     layer.q(q, xn, tracer)
@@ -107,15 +109,14 @@ class Llama:
                     self.rope(k3, pos0, tracer, "rope_k")
                     attend(att3, q3, k3, v3, cache.k[i], cache.v[i], pos0, self.scale, 0, state.probs, tracer)
                     layer.attn_output(proj, att, tracer)
-                    x += proj
+                    residual_add(x, proj, tracer)
                 with tracer.span("ffn"):
                     layer.ffn_norm(xn, x, tracer)
                     layer.ffn_gate(gate, xn, tracer)
                     layer.ffn_up(up, xn, tracer)
-                    with tracer.span("ffn_act", kind="op", shape=gate.shape, bytes=3 * gate.nbytes, flops=6 * gate.size):
-                        swiglu(gate, gate, up)
+                    gated_act(swiglu, gate, gate, up, 6, tracer)
                     layer.ffn_down(proj, gate, tracer)
-                    x += proj
+                    residual_add(x, proj, tracer)
         cache.n_used = pos0 + T
         last = xn[:1]
         with tracer.span("output_norm"):

@@ -1,28 +1,40 @@
 """The key/value cache: preallocated once per session, written in place at `pos`.
 
-K and V are kept as half-precision bits, (layers, kv_heads, n_ctx, head_dim), like
-llama.cpp's default f16 cache: half the memory of f32, and the same rounding of keys
-and values as the reference. Positions [0, n_used) hold the tokens seen so far.
+K and V are half-precision bits, like llama.cpp's default f16 cache and in its layout:
+K as (layers, kv_heads, n_pos, head_dim) and V transposed as (layers, kv_heads,
+head_dim, n_pos), so that q.k and p.v both read contiguous rows. `n_pos` is the context
+rounded up to 64 (the attention kernel reads whole 64-element chunks). Positions
+[0, n_used) hold the tokens seen so far.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+CHUNK = 64
+
 
 class KVCache:
     __slots__ = ("k", "v", "n_ctx", "n_used")
 
     def __init__(self, n_layers: int, n_kv_heads: int, n_ctx: int, head_dim: int):
-        shape = (n_layers, n_kv_heads, n_ctx, head_dim)
-        self.k = np.zeros(shape, dtype=np.uint16)
-        self.v = np.zeros(shape, dtype=np.uint16)
+        n_pos = n_ctx + (-n_ctx) % CHUNK
+        self.k = np.zeros((n_layers, n_kv_heads, n_pos, head_dim), dtype=np.uint16)
+        self.v = np.zeros((n_layers, n_kv_heads, head_dim, n_pos), dtype=np.uint16)
         self.n_ctx = n_ctx
         self.n_used = 0
 
     @property
+    def n_pos(self) -> int:
+        return self.k.shape[2]
+
+    @property
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
+
+    def scratch(self, rows: int, head_dim: int) -> np.ndarray:
+        """The attention kernel's float32 scratch for `rows` query heads."""
+        return np.zeros((rows, self.n_pos + head_dim), dtype=np.float32)
 
     def reset(self) -> None:
         """Forget every position; the memory stays allocated."""

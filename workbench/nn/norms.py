@@ -29,8 +29,9 @@ class RMSNorm:
 
     def __call__(self, out: np.ndarray, x: np.ndarray, tracer=NULL_TRACER) -> np.ndarray:
         kernel = rmsnorm_f32 if x.shape[0] == 1 else rmsnorm_f32_parallel
-        if tracer.enabled:
-            with tracer.span(self.op, kind="op", shape=x.shape, bytes=2 * x.nbytes + self.w.nbytes, flops=4 * x.size):
+        if tracer.ops:
+            with tracer.span(self.op, kind="op", fmt="f32", shape=x.shape, bytes=2 * x.nbytes + self.w.nbytes,
+                             weight_bytes=self.w.nbytes, flops=4 * x.size):
                 kernel(out, x, self.w, self.eps)
         else:
             kernel(out, x, self.w, self.eps)

@@ -1,12 +1,24 @@
 """Hierarchical spans: the one record type every layer of workbench writes into.
 
-A `Tracer` keeps a flat list of finished `Span`s, each knowing its parent, depth and
-path (`generate/decode_step[3]/layer[7]/attn/qkv`). Op spans may carry the bytes the op
-must move and its flops, so GB/s can be derived later. `NULL_TRACER` is what code sees
-when nobody traces: its `span()` returns one shared no-op context manager, so an
-untraced run allocates nothing and reads no clock.
+A `Tracer`'s `spans` is a flat list of `Span`s in the order they opened, each knowing
+its parent, depth and path (`generate/decode_step[3]/layer[7]/attn/q`). Op spans may carry the bytes the op
+must move and its flops, so GB/s can be derived later:
 
-This module imports nothing of workbench: every other layer may record into it.
+    weight        the tensor's name in the file (`blk.7.attn_q.weight`)
+    fmt           its storage format (`q4_1`, `f32`, ...)
+    shape         the op's shape; a linear op's is (tokens, inputs, outputs)
+    bytes         everything the op must move: weights + activations read and written + KV
+    weight_bytes  the part of `bytes` that is weights (exactly the tensor's bytes, or the
+                  rows an embedding lookup reads)
+    flops         floating-point operations (a multiply-add counts two)
+
+`NULL_TRACER` is what code sees when nobody traces: its `span()` returns one shared no-op
+context manager. Code that opens op spans checks `tracer.ops` (does this tracer record
+ops?) before it computes their attributes at all, so an untraced run, or one traced per
+layer, allocates nothing per op and reads no clock for it.
+
+The exporters (`frame`, `summary`, `to_chrome_json`, `save`/`load`) are methods here but
+live in `export.py`; nothing in this package imports workbench.
 """
 
 from __future__ import annotations
@@ -35,6 +47,11 @@ class Span:
         nbytes = self.attrs.get("bytes", 0)
         return nbytes / self.seconds / 1e9 if self.seconds > 0 and nbytes else 0.0
 
+    @property
+    def gflops(self) -> float:
+        flops = self.attrs.get("flops", 0)
+        return flops / self.seconds / 1e9 if self.seconds > 0 and flops else 0.0
+
 
 class _NullSpan:
     __slots__ = ()
@@ -49,64 +66,152 @@ class _NullSpan:
 NULL_SPAN = _NullSpan()
 
 
-class _OpenSpan:
-    """Context manager that times one span and files it with its tracer on exit."""
+_now = time.perf_counter
 
-    __slots__ = ("tracer", "index", "t0")
 
-    def __init__(self, tracer: Tracer, index: int):
-        self.tracer = tracer
-        self.index = index
+class _SpanTimer:
+    """The context manager of a tracer's newest span. Spans nest strictly, so one timer
+    per tracer serves them all: `span()` files the span and pushes it, `__enter__` (which
+    must follow at once, as `with tracer.span(...)` does) starts its clock, `__exit__`
+    stops the innermost one. It holds the tracer's lists itself: a few attribute lookups
+    fewer on the path every op span takes."""
+
+    __slots__ = ("stack", "start", "seconds", "t0", "on_close")
+
+    def __init__(self, tracer: Tracer):
+        self.stack, self.start, self.seconds = tracer._stack, tracer._start, tracer._seconds
+        self.t0 = tracer._t0
+        self.on_close = None  # called with a span's index as it closes (see logs.LogTracer)
 
     def __enter__(self):
-        self.t0 = time.perf_counter()
+        self.start.append(_now() - self.t0)
         return self
 
-    def __exit__(self, *exc):
-        span = self.tracer.spans[self.index]
-        span.seconds = time.perf_counter() - self.t0
-        self.tracer._stack.pop()
+    def __exit__(self, exc_type, exc, tb):
+        now = _now() - self.t0
+        index = self.stack.pop()
+        self.seconds[index] = now - self.start[index]
+        if self.on_close is not None:
+            self.on_close(index)
         return False
 
 
 class Tracer:
     """Records spans down to `level`: "step" (generate/prefill/decode steps), "layer"
-    (adds embedding, layers, attn/ffn blocks, output), or "op" (adds every kernel call)."""
+    (adds embedding, layers, attn/ffn blocks, output, sampling), or "op" (adds every
+    kernel call). `meta` is free-form provenance (model, threads, machine) that travels
+    with `save` and the Chrome trace.
 
-    enabled = True
+    While recording, a span is one tuple of plain values plus two floats, never an object
+    that Python's cycle collector must keep visiting: with `Span` objects and attribute
+    dicts, a few thousand op spans set off full collections of the whole heap (numba's
+    included) that stopped a decode step for ~70 ms. `spans` builds the `Span` list when
+    it is asked for (and keeps it until the next span opens or closes)."""
 
-    def __init__(self, level: str = "op"):
+    enabled = True  # records something (NULL_TRACER: nothing)
+
+    def __init__(self, level: str = "op", meta: dict | None = None):
         if level not in LEVELS:
             raise ValueError(f"trace level must be one of {LEVELS}, got {level!r}")
         self.level = level
         self._depth_limit = LEVELS.index(level)
-        self.spans: list[Span] = []
-        self._stack: list[int] = []
+        self.ops = level == "op"  # records op spans: the hot-path check
+        self.meta = dict(meta or {})
+        self._records: list[tuple] = []  # (name, kind, layer, parent, attr names, *attr values)
+        self._start: list[float] = []  # seconds since _t0
+        self._seconds: list[float] = []
+        self._stack: list[int] = []  # indices of the open spans, innermost last
+        self._cache: tuple = (-1, -1, [])  # (len(_records), len(_stack), spans): see `spans`
         self._t0 = time.perf_counter()
+        self._timer = _SpanTimer(self)
 
     def span(self, name: str, kind: str = "block", layer: int = -1, **attrs):
         """Open a child span of the innermost open span; use as a context manager."""
         if _KIND_LEVEL[kind] > self._depth_limit:
             return NULL_SPAN
-        parent = self._stack[-1] if self._stack else -1
-        path = f"{self.spans[parent].path}/{name}" if parent >= 0 else name
-        if layer < 0 and parent >= 0:
-            layer = self.spans[parent].layer
-        index = len(self.spans)
-        self.spans.append(
-            Span(name, path, len(self._stack), parent, time.perf_counter() - self._t0, 0.0, kind, layer, attrs)
-        )
-        self._stack.append(index)
-        return _OpenSpan(self, index)
+        stack, records = self._stack, self._records
+        parent = stack[-1] if stack else -1
+        stack.append(len(records))
+        # one flat tuple, built after everything in it, so that the collector untracks it
+        # on its first pass; attribute names apart from their values: one tuple, not one per pair
+        records.append((name, kind, layer, parent, tuple(attrs), *attrs.values()))
+        self._seconds.append(0.0)
+        return self._timer
+
+    @property
+    def spans(self) -> list[Span]:
+        """Every span recorded so far, parents before children (open ones with 0 seconds)."""
+        # Opening a span adds a record, closing one pops the stack: between truncations the
+        # two lengths together change whenever anything does.
+        n, depth, cached = self._cache
+        if n != len(self._records) or depth != len(self._stack):
+            cached = _build(self._records, self._start, self._seconds)
+            self._cache = (len(self._records), len(self._stack), cached)
+        return cached
+
+    def _truncate(self, index: int) -> None:
+        """Forget span `index` and everything after it (all closed)."""
+        del self._records[index:], self._start[index:], self._seconds[index:]
+        self._cache = (-1, -1, [])
+
+    def _append(self, span: Span) -> None:
+        """File a finished span as it is (Tracer.load)."""
+        a = span.attrs
+        self._records.append((span.name, span.kind, span.layer, span.parent, tuple(a), *a.values()))
+        self._start.append(span.start)
+        self._seconds.append(span.seconds)
 
     def children(self, index: int) -> list[Span]:
         return [s for s in self.spans if s.parent == index]
+
+    def __repr__(self) -> str:
+        steps = sum(r[1] == "step" for r in self._records)
+        return f"Tracer(level={self.level!r}, {len(self._records)} spans, {steps} steps)"
+
+    # Views and files; see export.py.
+    def frame(self, bandwidth_gbps: float | None = None):
+        """One row per span as a pandas DataFrame (see `export.frame`)."""
+        from workbench.trace.export import frame
+
+        return frame(self, bandwidth_gbps)
+
+    def roofline(self, bandwidth_gbps: float, steps: str = "decode"):
+        """Per op: time, bytes, GB/s and the fraction of `bandwidth_gbps` it reaches."""
+        from workbench.trace.export import roofline
+
+        return roofline(self, bandwidth_gbps, steps)
+
+    def summary(self) -> dict:
+        """The per-step breakdown and the per-layer attn/ffn split (`step_summary`)."""
+        from workbench.trace.summary import step_summary
+
+        return step_summary(self)
+
+    def to_chrome_json(self, path=None) -> dict:
+        """Chrome trace-event JSON (Perfetto, speedscope, chrome://tracing); written to
+        `path` when given. Returns the JSON object."""
+        from workbench.trace.export import chrome_trace
+
+        return chrome_trace(self, path)
+
+    def save(self, path) -> None:
+        """Write every span and `meta` to a JSON file that `Tracer.load` reads back."""
+        from workbench.trace.export import save
+
+        save(self, path)
+
+    @classmethod
+    def load(cls, path) -> Tracer:
+        from workbench.trace.export import load
+
+        return load(cls, path)
 
 
 class NullTracer:
     """The tracer of untraced code: every span is the same shared no-op."""
 
     enabled = False
+    ops = False
     level = None
 
     def span(self, name, kind="block", layer=-1, **attrs):
@@ -115,3 +220,18 @@ class NullTracer:
 
 _KIND_LEVEL = {"root": 0, "step": 0, "layer": 1, "block": 1, "op": 2}
 NULL_TRACER = NullTracer()
+
+
+def _build(records, start, seconds) -> list[Span]:
+    """`Span`s from a tracer's records: paths, depths and inherited layers filled in."""
+    out: list[Span] = []
+    for (name, kind, layer, parent, keys, *values), t0, dt in zip(records, start, seconds):
+        if parent >= 0:
+            up = out[parent]
+            path, depth = f"{up.path}/{name}", up.depth + 1
+            if layer < 0:
+                layer = up.layer
+        else:
+            path, depth = name, 0
+        out.append(Span(name, path, depth, parent, t0, dt, kind, layer, dict(zip(keys, values))))
+    return out
