@@ -23,14 +23,11 @@ import numpy as np
 import pytest
 
 import workbench
+from tests import _golden
 from tests._models import gemma3_path
 from workbench.kernels.activations import GELU_TANH_F16_TABLE
 
 GOLDEN = Path(__file__).parent / "golden" / "greedy_gemma3-270m.json"
-# Our arithmetic follows llama.cpp's operation for operation, GELU table included, so the
-# logits agree to the 5 decimals the golden file keeps (see test_golden_llama.py).
-LOGIT_ATOL = 2e-5
-NEAR_TIE = 1e-4  # llama.cpp's top1 - top2 below this: a tie that either token answers
 GENERATE_MARGIN = 0.25  # top1 - top2 that a batched prefill's drift cannot overturn
 
 
@@ -45,28 +42,11 @@ def model(golden):
 
 
 def feed_prompt(model, golden, ids):
-    model.reset()
-    for chunk in ([t] for t in ids) if golden["prompt_by_token"] else [ids]:
-        logits = model.forward(chunk)
-    return logits
+    return _golden.feed_prompt(model, ids, golden["prompt_by_token"])
 
 
 def replay(model, golden, case) -> tuple[float, list]:
-    """Teacher-force `case`; assert every step; (worst top-5 logit difference, near-ties taken differently)."""
-    ties, worst = [], 0.0
-    logits = feed_prompt(model, golden, case["prompt_tokens"])
-    for step, (token, ref) in enumerate(zip(case["tokens"], case["top5"])):
-        diff = float(np.abs(logits[ref["ids"]] - np.asarray(ref["logits"])).max())
-        worst = max(worst, diff)
-        assert diff < LOGIT_ATOL, f"{case['prompt'][-40:]!r} step {step}: top-5 logits off by {diff:.4f}"
-        ours = int(np.argmax(logits))
-        if ours != token:
-            margin = ref["logits"][0] - ref["logits"][1]
-            assert margin < NEAR_TIE, f"{case['prompt'][-40:]!r} step {step}: {ours} != {token}, margin {margin:.4f}"
-            ties.append((case["prompt"][-40:], step, margin))
-        if step + 1 < len(case["tokens"]):
-            logits = model.forward([token])
-    return worst, ties
+    return _golden.replay(model, case, golden["prompt_by_token"])
 
 
 @pytest.mark.slow
