@@ -4,7 +4,14 @@ import numpy as np
 import pytest
 
 from workbench.kernels.activations import geglu_tanh_f32, swiglu_f32, swiglu_f32_parallel
-from workbench.kernels.attention import attention_f16kv, attention_f16kv_parallel
+from workbench.kernels.attention import (
+    attention_f16kv,
+    attention_f16kv_parallel,
+    attn_scores,
+    attn_softmax,
+    attn_values,
+    store_kv,
+)
 from workbench.kernels.half import F16_TO_F32, f32_to_f16_bits
 from workbench.kernels.jit import njit_serial
 from workbench.kernels.norms import layernorm_f32, rmsnorm_f32, rmsnorm_f32_parallel
@@ -119,7 +126,7 @@ def test_attention_matches_reference_and_fills_cache(kernel, T, window):
     v_cache = np.zeros((Hkv, hd, n_pos), np.uint16)
     k_cache[:, :pos0] = old_k.view(np.uint16)
     v_cache[:, :, :pos0] = old_v.view(np.uint16).transpose(0, 2, 1)
-    probs = np.zeros((T * H, n_pos + hd), np.float32)
+    probs = np.zeros((T * H, n_pos), np.float32)
     out = np.zeros((T, H, hd), np.float32)
     kernel(out, q, k, v, k_cache, v_cache, pos0, np.float32(0.2), window, probs, F16_TO_F32)
     k16, v16 = k.astype(np.float16).transpose(1, 0, 2), v.astype(np.float16).transpose(1, 0, 2)
@@ -129,6 +136,34 @@ def test_attention_matches_reference_and_fills_cache(kernel, T, window):
     V = np.concatenate([old_v, v16], axis=1).astype(np.float64)
     ref = _attention_reference(q, K, V, lambda t: pos0 + t + 1, 0.2, window)
     np.testing.assert_allclose(out, ref, rtol=1e-3, atol=2e-3)
+
+
+@pytest.mark.parametrize("window", [0, 70])
+@pytest.mark.parametrize("T", [1, 3])
+def test_attention_phases_equal_the_fused_kernel(T, window):
+    """The op-level trace path (four kernels) must give the fused kernel's bits."""
+    rng = np.random.default_rng(6)
+    H, Hkv, hd, n_pos, pos0 = 4, 1, 256, 192, 100
+    q = rng.standard_normal((T, H, hd)).astype(np.float32)
+    k, v = (rng.standard_normal((T, Hkv, hd)).astype(np.float32) for _ in range(2))
+    caches = []
+    for _ in range(2):
+        kc = np.zeros((Hkv, n_pos, hd), np.uint16)
+        vc = np.zeros((Hkv, hd, n_pos), np.uint16)
+        kc[:, :pos0] = rng.standard_normal((Hkv, pos0, hd)).astype(np.float16).view(np.uint16)
+        vc[:, :, :pos0] = rng.standard_normal((Hkv, hd, pos0)).astype(np.float16).view(np.uint16)
+        caches.append((kc, vc))
+    caches[1] = (caches[0][0].copy(), caches[0][1].copy())
+    fused, split = np.zeros((T, H, hd), np.float32), np.zeros((T, H, hd), np.float32)
+    probs = np.zeros((T * H, n_pos), np.float32)
+    attention_f16kv_parallel(fused, q, k, v, *caches[0], pos0, np.float32(0.0625), window, probs, F16_TO_F32)
+    kc, vc = caches[1]
+    store_kv(kc, vc, k, v, pos0)
+    attn_scores(q, kc, pos0, np.float32(0.0625), window, probs, F16_TO_F32)
+    attn_softmax(probs, T, H, pos0, window, F16_TO_F32)
+    attn_values(split, probs, vc, pos0, window)
+    assert np.array_equal(fused, split)
+    assert np.array_equal(caches[0][0], kc) and np.array_equal(caches[0][1], vc)
 
 
 def test_swiglu_and_geglu():

@@ -13,8 +13,9 @@ and the softmax uses ggml's exp polynomial, sums 16-lane chunks in float64 and s
 the float32 reciprocal. Following that order keeps greedy tokens equal to llama.cpp's.
 `n_pos` is the context rounded up to 64, so a p.v row may be read in whole chunks.
 
-One call stores the new k/v rows at `pos0..pos0+T-1` and attends every query row: a
-whole attention block is one crossing from Python.
+`attention_f16kv` stores the new k/v rows at `pos0..pos0+T-1` and attends every query
+row in one crossing from Python; op-level traces run the same phases as four kernels
+(`store_kv`, `attn_scores`, `attn_softmax`, `attn_values`) so each gets its own span.
 """
 
 import numpy as np
@@ -60,57 +61,112 @@ def _dot_f16(row, x, n, batched):
     return np.float64(vsum4(a0, a1, a2, a3))
 
 
+@njit_serial
+def _row(th, H, pos0, window):
+    """Query row th = (t, h) of a T x H block: (t, h, first key, keys up to here)."""
+    t = th // H
+    n_keys = pos0 + t + 1
+    start = n_keys - window if 0 < window < n_keys else 0
+    return t, th - t * H, start, n_keys
+
+
+@njit_serial
+def _scores(p, q, keys, start, n_keys, scale, batched, f16):
+    # p[j] = (half(q) . keys[j]) * scale for j in [start, n_keys); q (hd,) f32
+    hd = q.shape[0]
+    q16 = np.empty(hd, dtype=np.float32)
+    qbits = q.view(np.uint32)
+    for d in range(hd):
+        q16[d] = f16[f32_to_f16_bits(qbits[d])]
+    tail = hd - hd % 16 if batched else hd - hd % CHUNK
+    for j in range(start, n_keys):
+        key = keys[j]
+        s = _dot_f16(key, q16, tail, batched)
+        for d in range(tail, hd):  # what vec_dot_f16 leaves to float64 scalars
+            s += np.float64(q16[d] * f16[key[d]])
+        p[j] = np.float32(s) * scale
+
+
+@njit_serial
+def _softmax(p, start, n_keys, batched, f16):
+    # p[start:n_keys] -> half(softmax), zeros around it up to whole chunks; returns the
+    # span [first, hi) that the p.v product reads
+    best = -np.inf
+    for j in range(start, n_keys):
+        best = max(best, p[j])
+    lo = start - start % 16
+    hi = n_keys + (-n_keys) % CHUNK
+    first = lo if batched else lo - lo % CHUNK  # p.v starts at the first chunk with a key
+    p[first:start] = 0.0
+    p[n_keys:hi] = 0.0
+    # sums of 16-key chunks counted from cache cell 0, as ggml's kq rows are
+    total = 0.0
+    for c0 in range(lo, n_keys, 16):
+        for j in range(max(c0, start), min(c0 + 16, n_keys)):
+            p[j] = expf_ggml(p[j] - best)
+        total += np.float64(reduce16(p[c0 : c0 + 16]))
+    inv = np.float32(1.0 / total)
+    pbits = p.view(np.uint32)
+    for j in range(start, n_keys):
+        p[j] = p[j] * inv
+        p[j] = f16[f32_to_f16_bits(pbits[j])]
+    return first, hi
+
+
+@njit_serial
+def _weighted_values(out, p, values, first, hi, batched):
+    # out[d] = p . V^T[d] over [first, hi); values (hd, n_pos) half bits
+    for d in range(out.shape[0]):
+        out[d] = _dot_f16(values[d, first:hi], p[first:hi], hi - first, batched)
+
+
 def _attention(out, q, k_new, v_new, k_cache, v_cache, pos0, scale, window, probs, f16):
     # q (T, H, hd), k_new/v_new (T, Hkv, hd) f32; k_cache (Hkv, n_pos, hd) and v_cache
-    # (Hkv, hd, n_pos) uint16 half bits; probs (T*H, n_pos + hd) f32 scratch;
+    # (Hkv, hd, n_pos) uint16 half bits; probs (T*H, n_pos) f32 scratch;
     # out (T, H, hd). window 0 = full attention.
     T, H, hd = q.shape
     group = H // k_new.shape[1]
     batched = T > 1
     _store(k_cache, v_cache, k_new, v_new, pos0)
-    qbits = q.reshape(-1).view(np.uint32)
     for th in prange(T * H):
-        t = th // H
-        h = th - t * H
-        g = h // group
-        n_keys = pos0 + t + 1
-        start = 0
-        if window > 0 and n_keys > window:
-            start = n_keys - window
-        row = probs[th]
-        q16 = row[row.shape[0] - hd :]  # the scratch row's tail holds q rounded to half
-        for d in range(hd):
-            q16[d] = f16[f32_to_f16_bits(qbits[th * hd + d])]
-        tail = hd - hd % 16 if batched else hd - hd % CHUNK
-        p = row[: row.shape[0] - hd]
-        best = -np.inf
-        for j in range(start, n_keys):
-            key = k_cache[g, j]
-            s = _dot_f16(key, q16, tail, batched)
-            for d in range(tail, hd):  # what vec_dot_f16 leaves to float64 scalars
-                s += np.float64(q16[d] * f16[key[d]])
-            p[j] = np.float32(s) * scale
-            best = max(best, p[j])
-        # softmax over 16-key chunks counted from cache cell 0, as ggml's kq rows are
+        t, h, start, n_keys = _row(th, H, pos0, window)
+        p = probs[th]
+        _scores(p, q[t, h], k_cache[h // group], start, n_keys, scale, batched, f16)
+        first, hi = _softmax(p, start, n_keys, batched, f16)
+        _weighted_values(out[t, h], p, v_cache[h // group], first, hi, batched)
+
+
+# The same three phases as separate parallel kernels, for op-level traces (one span each).
+
+
+def _attn_scores(q, k_cache, pos0, scale, window, probs, f16):
+    T, H, _ = q.shape
+    group = H // k_cache.shape[0]
+    for th in prange(T * H):
+        t, h, start, n_keys = _row(th, H, pos0, window)
+        _scores(probs[th], q[t, h], k_cache[h // group], start, n_keys, scale, T > 1, f16)
+
+
+def _attn_softmax(probs, T, H, pos0, window, f16):
+    for th in prange(T * H):
+        t, h, start, n_keys = _row(th, H, pos0, window)
+        _softmax(probs[th], start, n_keys, T > 1, f16)
+
+
+def _attn_values(out, probs, v_cache, pos0, window):
+    T, H, _ = out.shape
+    group = H // v_cache.shape[0]
+    for th in prange(T * H):
+        t, h, start, n_keys = _row(th, H, pos0, window)
         lo = start - start % 16
+        first = lo if T > 1 else lo - lo % CHUNK
         hi = n_keys + (-n_keys) % CHUNK
-        first = lo if batched else lo - lo % CHUNK  # p.v starts at the first chunk with a key
-        p[first:start] = 0.0
-        p[n_keys:hi] = 0.0
-        total = 0.0
-        for c0 in range(lo, n_keys, 16):
-            for j in range(max(c0, start), min(c0 + 16, n_keys)):
-                p[j] = expf_ggml(p[j] - best)
-            total += np.float64(reduce16(p[c0 : c0 + 16]))
-        inv = np.float32(1.0 / total)
-        pbits = p.view(np.uint32)
-        for j in range(start, n_keys):
-            p[j] = p[j] * inv
-            p[j] = f16[f32_to_f16_bits(pbits[j])]
-        # out[d] = half(p) . V^T[d]
-        for d in range(hd):
-            out[t, h, d] = _dot_f16(v_cache[g, d, first:hi], p[first:hi], hi - first, batched)
+        _weighted_values(out[t, h], probs[th], v_cache[h // group], first, hi, T > 1)
 
 
+store_kv = _store
+attn_scores = njit_parallel(_attn_scores)
+attn_softmax = njit_parallel(_attn_softmax)
+attn_values = njit_parallel(_attn_values)
 attention_f16kv = njit_serial(_attention)
 attention_f16kv_parallel = njit_parallel(_attention)

@@ -79,7 +79,7 @@ class Gemma3State:
         self.proj = np.zeros((n_batch, d), f32)  # a block's output before its post-norm
         self.gate = np.zeros((n_batch, cfg.d_ff), f32)
         self.up = np.zeros((n_batch, cfg.d_ff), f32)
-        self.probs = np.zeros((n_batch * H, n_ctx), f32)
+        self.probs = self.cache.scratch(n_batch * H)  # attention scores, per query head
         self.logits = np.zeros((1, cfg.vocab_size), f32)
 
 

@@ -59,7 +59,7 @@ class LlamaState:
         self.proj = np.zeros((n_batch, d), f32)  # a block's output before the residual add
         self.gate = np.zeros((n_batch, cfg.d_ff), f32)
         self.up = np.zeros((n_batch, cfg.d_ff), f32)
-        self.probs = self.cache.scratch(n_batch * H, hd)  # attention scores, per query head
+        self.probs = self.cache.scratch(n_batch * H)  # attention scores, per query head
         self.logits = np.zeros((1, cfg.vocab_size), f32)
 
 

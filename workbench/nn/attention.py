@@ -9,8 +9,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.errors import ParameterError
-from workbench.kernels.attention import attention_f16kv, attention_f16kv_parallel
+from workbench.errors import ParameterError, ShapeError
+from workbench.kernels.attention import (
+    attention_f16kv,
+    attention_f16kv_parallel,
+    attn_scores,
+    attn_softmax,
+    attn_values,
+    store_kv,
+)
 from workbench.kernels.half import F16_TO_F32
 from workbench.kernels.rope import rope_f32, rope_f32_parallel, rope_tables
 from workbench.trace import NULL_TRACER
@@ -42,22 +49,34 @@ def attend(out, q, k, v, k_cache, v_cache, pos0: int, scale: float, window: int,
 
     q (T, H, hd); k, v (T, Hkv, hd) are this step's rows, stored at pos0.. first;
     k_cache (Hkv, n_pos, hd) and v_cache (Hkv, hd, n_pos) half bits (see KVCache);
-    probs (>= T*H, n_pos + hd) f32 scratch."""
-    T = q.shape[0]
-    n_ctx = k_cache.shape[1]  # n_pos: the cache's positions rounded up to 64
-    if pos0 < 0 or pos0 + T > n_ctx:
-        raise ParameterError(f"positions {pos0}..{pos0 + T - 1} do not fit the KV cache of {n_ctx} positions")
-    kernel = attention_f16kv if T * q.shape[1] == 1 else attention_f16kv_parallel
-    if tracer.ops:
-        n_keys = pos0 + T
-        if window > 0:  # keys older than the first query's window are never read
-            n_keys -= max(0, pos0 + 1 - window)
-        kv_read = 2 * k_cache.shape[0] * n_keys * k_cache.shape[2] * k_cache.itemsize
-        kv_store = k.nbytes + v.nbytes + (k.size + v.size) * 2  # the new rows, f32 in, half out
-        with tracer.span("attn", kind="op", fmt="f16", shape=q.shape,
-                         bytes=kv_read + kv_store + q.nbytes + out.nbytes,
-                         flops=4 * q.shape[0] * q.shape[1] * q.shape[2] * n_keys):
-            kernel(out, q, k, v, k_cache, v_cache, pos0, np.float32(scale), window, probs, F16_TO_F32)
-    else:
-        kernel(out, q, k, v, k_cache, v_cache, pos0, np.float32(scale), window, probs, F16_TO_F32)
+    probs (>= T*H, n_pos) f32 scratch. Untraced, one fused kernel; in an op-level trace
+    the four phases run as separate kernels (same arithmetic), one span each."""
+    T, H, hd = q.shape
+    Hkv, n_pos = k_cache.shape[0], k_cache.shape[1]  # n_pos: the context rounded up to 64
+    if pos0 < 0 or pos0 + T > n_pos:
+        raise ParameterError(f"positions {pos0}..{pos0 + T - 1} do not fit the KV cache of {n_pos} positions")
+    if probs.shape[0] < T * H or probs.shape[1] < n_pos or v_cache.shape != (Hkv, hd, n_pos):
+        raise ShapeError(f"attention scratch {probs.shape} / V cache {v_cache.shape} do not fit "
+                         f"{T * H} query rows over {n_pos} positions (see KVCache.scratch)")
+    scale = np.float32(scale)
+    if not tracer.ops:
+        kernel = attention_f16kv if T * H == 1 else attention_f16kv_parallel
+        kernel(out, q, k, v, k_cache, v_cache, pos0, scale, window, probs, F16_TO_F32)
+        return out
+    n_keys = pos0 + T
+    if window > 0:  # keys older than the first query's window are never read
+        n_keys -= max(0, pos0 + 1 - window)
+    half = k_cache.itemsize
+    rows = T * H * n_keys  # scores written, read and rewritten per phase
+    with tracer.span("kv_cache", kind="op", fmt="f16", shape=k.shape,
+                     bytes=k.nbytes + v.nbytes + (k.size + v.size) * half, flops=0):
+        store_kv(k_cache, v_cache, k, v, pos0)
+    with tracer.span("scores", kind="op", fmt="f16", shape=(T, H, n_keys),
+                     bytes=Hkv * n_keys * hd * half + q.nbytes + rows * 4, flops=2 * T * H * hd * n_keys):
+        attn_scores(q, k_cache, pos0, scale, window, probs, F16_TO_F32)
+    with tracer.span("softmax", kind="op", shape=(T, H, n_keys), bytes=2 * rows * 4, flops=5 * rows):
+        attn_softmax(probs, T, H, pos0, window, F16_TO_F32)
+    with tracer.span("attn_v", kind="op", fmt="f16", shape=(T, H, hd),
+                     bytes=Hkv * n_keys * hd * half + rows * 4 + out.nbytes, flops=2 * T * H * hd * n_keys):
+        attn_values(out, probs, v_cache, pos0, window)
     return out

@@ -32,9 +32,9 @@ class KVCache:
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes
 
-    def scratch(self, rows: int, head_dim: int) -> np.ndarray:
-        """The attention kernel's float32 scratch for `rows` query heads."""
-        return np.zeros((rows, self.n_pos + head_dim), dtype=np.float32)
+    def scratch(self, rows: int) -> np.ndarray:
+        """The attention kernels' float32 scratch: a row of scores for each of `rows` query heads."""
+        return np.zeros((rows, self.n_pos), dtype=np.float32)
 
     def reset(self) -> None:
         """Forget every position; the memory stays allocated."""
