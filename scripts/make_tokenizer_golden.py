@@ -196,7 +196,7 @@ def _dumps(golden: dict) -> str:
     for k, v in golden.items():
         if k == "cases":
             items = [json.dumps(c, ensure_ascii=False) for c in v]
-            lines.append(f' "cases": [\n  ' + ",\n  ".join(items) + "\n ],")
+            lines.append(' "cases": [\n  ' + ",\n  ".join(items) + "\n ],")
         elif k == "pieces_hex":
             items = [f"{json.dumps(i)}: {json.dumps(p)}" for i, p in v.items()]
             lines.append(' "pieces_hex": {\n  ' + ",\n  ".join(items) + "\n },")

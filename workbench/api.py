@@ -65,13 +65,9 @@ class Model:
         """Token ids of `prompt`, wrapped in the file's chat template when `chat`."""
         if not isinstance(prompt, str) or not prompt:
             raise ParameterError("prompt must be a non-empty string")
-        tok = self.tokenizer
         if chat:
-            text = tok.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True)
-            bos_text = tok.decode([tok.bos_id]) if tok.bos_id is not None else None
-            # templates that write the BOS text themselves must not get a second one
-            return tok.encode(text, add_special=not (bos_text and text.startswith(bos_text)), parse_special=True)
-        return tok.encode(prompt, add_special=True, parse_special=True)
+            return self.tokenizer.encode_chat([{"role": "user", "content": prompt}], add_generation_prompt=True)
+        return self.tokenizer.encode(prompt, add_special=True, parse_special=True)
 
     def generate(
         self,
