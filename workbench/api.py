@@ -48,6 +48,18 @@ class Model:
         self.n_ctx = _check_int("n_ctx", n_ctx if n_ctx is not None else min(limit, DEFAULT_N_CTX), 1, limit)
         self.state = self.net.new_state(self.n_ctx)
         self.threads = threads
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run a 2-token prefill and a decode step once, then forget them: numba loads (or
+        compiles) the batched and the one-token kernels and every weight page is touched,
+        so the first timed generation measures inference, not start-up."""
+        if self.n_ctx < 3:
+            return
+        set_threads(self.threads)
+        self.net.forward(np.zeros(2, dtype=np.int64), self.state)
+        self.net.forward(np.zeros(1, dtype=np.int64), self.state)
+        self.reset()
 
     @property
     def threads(self) -> int:
