@@ -445,3 +445,23 @@ def test_linear_matches_llama_cpp_bit_for_bit(fmt, weights):
     ours = linear(np.empty((2, w.shape[0]), np.float32), w, x, fmt)
     theirs = ggml_gemv(fmt, w, x) if fmt in ("q4_0", "q4_k") else ggml_vec_dot(fmt, w, x)
     assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32))
+
+
+def test_prepared_weight_equals_linear_and_still_validates():
+    from workbench.kernels.linear import Weight
+
+    rng = np.random.default_rng(11)
+    raw = quantize_ref("q8_0", rng.standard_normal((40, 64)).astype(np.float32))
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    want, got = np.empty((3, 40), np.float32), np.empty((3, 40), np.float32)
+    linear(want, raw, x, "q8_0", "blk.0.attn_q.weight")
+    w = Weight(raw, "q8_0", "blk.0.attn_q.weight")
+    assert np.array_equal(w.matvec(got, x), want)
+    with pytest.raises(ShapeError, match="blk.0.attn_q.weight"):
+        w.matvec(np.empty((3, 39), np.float32), x)
+    with pytest.raises(ShapeError, match="blk.0.attn_q.weight"):
+        w.matvec(got, x[:, :32].copy())
+    with pytest.raises(ShapeError, match="blk.0.attn_q.weight"):
+        w.matvec(got, x.astype(np.float64))
+    with pytest.raises(ShapeError, match="blk.0.attn_q.weight"):
+        Weight(raw[:, :33], "q8_0", "blk.0.attn_q.weight")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.errors import FormatError, UnsupportedError
-from workbench.kernels.linear import get_rows, linear
+from workbench.kernels.linear import Weight, get_rows
 from workbench.quant.formats import format_of_ggml_type
 from workbench.trace import NULL_TRACER
 
@@ -33,10 +33,11 @@ def _checked_raw(gf, name: str, rows: int, cols: int) -> tuple[np.ndarray, str]:
 class Linear:
     """y (T, rows) = x (T, cols) @ W.T, W kept in its block format."""
 
-    __slots__ = ("name", "fmt", "w", "rows", "cols", "op")
+    __slots__ = ("name", "fmt", "w", "rows", "cols", "op", "weight")
 
     def __init__(self, name: str, fmt: str, w: np.ndarray, rows: int, cols: int, op: str):
         self.name, self.fmt, self.w, self.rows, self.cols, self.op = name, fmt, w, rows, cols, op
+        self.weight = Weight(w, fmt, name)  # checked once here, not on every product
 
     @classmethod
     def from_gguf(cls, gf, name: str, rows: int, cols: int, op: str) -> Linear:
@@ -54,8 +55,8 @@ class Linear:
             with tracer.span(self.op, kind="op", weight=self.name, fmt=self.fmt, shape=(T, self.cols, self.rows),
                              bytes=self.w.nbytes + x.nbytes + out.nbytes, weight_bytes=self.w.nbytes,
                              flops=2 * T * self.rows * self.cols):
-                return linear(out, self.w, x, self.fmt, self.name)
-        return linear(out, self.w, x, self.fmt, self.name)
+                return self.weight.matvec(out, x)
+        return self.weight.matvec(out, x)
 
 
 class Embedding:
