@@ -23,8 +23,6 @@ from workbench.formats.tokenizer import Tokenizer
 from workbench.kernels.jit import max_threads, set_threads
 from workbench.trace import current as current_tracer
 
-DEFAULT_N_CTX = 2048
-
 
 def _check_int(name: str, value, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
@@ -41,12 +39,11 @@ class Model:
     def __init__(self, path: Path, gguf: GGUFFile, threads: int | None, n_ctx: int | None):
         self.path = path
         self.gguf = gguf
-        self.net = models.build(gguf)
+        self.net = models.build(gguf, None if n_ctx is None else _check_int("n_ctx", n_ctx, 1))
         self.config = self.net.config
+        self.n_ctx = self.net.n_ctx
         self.tokenizer = Tokenizer.from_gguf(gguf)
-        limit = self.config.context_length
-        self.n_ctx = _check_int("n_ctx", n_ctx if n_ctx is not None else min(limit, DEFAULT_N_CTX), 1, limit)
-        self.state = self.net.new_state(self.n_ctx)
+        self.state = self.net.new_state()
         self.threads = threads
         self._warm_up()
 

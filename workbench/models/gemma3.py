@@ -84,15 +84,16 @@ class Gemma3State:
 
 
 class Gemma3:
-    def __init__(self, gf, cfg: ModelConfig):
+    def __init__(self, gf, cfg: ModelConfig, n_ctx: int):
         if cfg.rope_freq_scale != 1.0:
             raise UnsupportedError(f"{gf.path}: linear rope scaling (factor {1 / cfg.rope_freq_scale:g}) "
                                    "is not supported yet")
         self.config = cfg
         self.token_embd = Embedding(gf, "token_embd.weight", cfg.vocab_size, cfg.d_model)
         # global layers use the file's rope base (1e6), sliding ones llama.cpp's 10000
-        self.rope_global = Rope(cfg.context_length, cfg.rope_dims, cfg.rope_base, neox=True)
-        self.rope_local = Rope(cfg.context_length, cfg.rope_dims, cfg.rope_base_local, neox=True)
+        self.n_ctx = n_ctx  # the longest session this instance serves
+        self.rope_global = Rope(n_ctx, cfg.rope_dims, cfg.rope_base, neox=True)
+        self.rope_local = Rope(n_ctx, cfg.rope_dims, cfg.rope_base_local, neox=True)
         self.layers = [Gemma3Layer(gf, cfg, i, self.rope_global, self.rope_local) for i in range(cfg.n_layers)]
         self.output_norm = RMSNorm(f32_vector(gf, "output_norm.weight", cfg.d_model), cfg.norm_eps, "output_norm")
         if cfg.tied_embeddings:  # Gemma ships no output.weight: token_embd is the lm_head
@@ -106,8 +107,10 @@ class Gemma3:
         self.geglu_parallel = partial(geglu_tanh_table_f32_parallel, table=GELU_TANH_F16_TABLE)
         self.layer_names = [f"layer[{i}]" for i in range(cfg.n_layers)]  # span names, made once
 
-    def new_state(self, n_ctx: int, n_batch: int = 256) -> Gemma3State:
-        return Gemma3State(self.config, n_ctx, n_batch)
+    def new_state(self, n_batch: int = 512) -> Gemma3State:
+        """A session of n_ctx positions taking up to `n_batch` tokens per forward (512,
+        llama.cpp's default batch)."""
+        return Gemma3State(self.config, self.n_ctx, n_batch)
 
     def forward(self, ids: np.ndarray, state: Gemma3State, tracer=NULL_TRACER) -> np.ndarray:
         """Run tokens `ids` (T,) at the next free cache positions; logits (vocab,) of the last."""

@@ -64,8 +64,9 @@ class LlamaState:
 
 
 class Llama:
-    def __init__(self, gf, cfg: ModelConfig):
+    def __init__(self, gf, cfg: ModelConfig, n_ctx: int):
         self.config = cfg
+        self.n_ctx = n_ctx  # the longest session this instance serves
         self.token_embd = Embedding(gf, "token_embd.weight", cfg.vocab_size, cfg.d_model)
         self.layers = [LlamaLayer(gf, cfg, i) for i in range(cfg.n_layers)]
         self.output_norm = RMSNorm(f32_vector(gf, "output_norm.weight", cfg.d_model), cfg.norm_eps, "output_norm")
@@ -73,12 +74,14 @@ class Llama:
             self.output = self.token_embd.as_linear("output")
         else:
             self.output = Linear.from_gguf(gf, "output.weight", cfg.vocab_size, cfg.d_model, "output")
-        self.rope = Rope(cfg.context_length, cfg.rope_dims, cfg.rope_base, neox=False)
+        self.rope = Rope(n_ctx, cfg.rope_dims, cfg.rope_base, neox=False)
         self.scale = 1.0 / math.sqrt(cfg.head_dim)
         self.layer_names = [f"layer[{i}]" for i in range(cfg.n_layers)]  # span names, made once
 
-    def new_state(self, n_ctx: int, n_batch: int = 256) -> LlamaState:
-        return LlamaState(self.config, n_ctx, n_batch)
+    def new_state(self, n_batch: int = 512) -> LlamaState:
+        """A session of n_ctx positions taking up to `n_batch` tokens per forward (512,
+        llama.cpp's default batch, so a long prompt splits where it splits there)."""
+        return LlamaState(self.config, self.n_ctx, n_batch)
 
     def forward(self, ids: np.ndarray, state: LlamaState, tracer=NULL_TRACER) -> np.ndarray:
         """Run tokens `ids` (T,) at the next free cache positions; logits (vocab,) of the last."""
