@@ -21,14 +21,14 @@ from functools import partial
 
 import numpy as np
 
-from workbench.errors import ParameterError, UnsupportedError
+from workbench.errors import UnsupportedError
 from workbench.kernels.activations import GELU_TANH_F16_TABLE, geglu_tanh_table_f32, geglu_tanh_table_f32_parallel
 from workbench.models.config import ModelConfig
 from workbench.nn.attention import Rope, attend
 from workbench.nn.elementwise import gated_act, residual_add
-from workbench.nn.kv_cache import KVCache
 from workbench.nn.linear import Embedding, Linear
 from workbench.nn.norms import RMSNorm, f32_vector
+from workbench.nn.state import DecoderState
 from workbench.trace import NULL_TRACER
 
 
@@ -61,28 +61,6 @@ class Gemma3Layer:
         self.rope = rope_local if sliding else rope_global
 
 
-class Gemma3State:
-    """Everything a forward pass writes: the KV cache and activation buffers for up to
-    `n_batch` tokens, allocated once (llama2.c's RunState)."""
-
-    def __init__(self, cfg: ModelConfig, n_ctx: int, n_batch: int):
-        d, hd, H, Hkv = cfg.d_model, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
-        self.n_batch = n_batch
-        self.cache = KVCache(cfg.n_layers, Hkv, n_ctx, hd)
-        f32 = np.float32
-        self.x = np.zeros((n_batch, d), f32)  # residual stream
-        self.xn = np.zeros((n_batch, d), f32)  # normed input of a block
-        self.q = np.zeros((n_batch, H * hd), f32)
-        self.k = np.zeros((n_batch, Hkv * hd), f32)
-        self.v = np.zeros((n_batch, Hkv * hd), f32)
-        self.att = np.zeros((n_batch, H * hd), f32)
-        self.proj = np.zeros((n_batch, d), f32)  # a block's output before its post-norm
-        self.gate = np.zeros((n_batch, cfg.d_ff), f32)
-        self.up = np.zeros((n_batch, cfg.d_ff), f32)
-        self.probs = self.cache.scratch(n_batch * H)  # attention scores, per query head
-        self.logits = np.zeros((1, cfg.vocab_size), f32)
-
-
 class Gemma3:
     def __init__(self, gf, cfg: ModelConfig, n_ctx: int):
         if cfg.rope_freq_scale != 1.0:
@@ -107,19 +85,16 @@ class Gemma3:
         self.geglu_parallel = partial(geglu_tanh_table_f32_parallel, table=GELU_TANH_F16_TABLE)
         self.layer_names = [f"layer[{i}]" for i in range(cfg.n_layers)]  # span names, made once
 
-    def new_state(self, n_batch: int = 512) -> Gemma3State:
+    def new_state(self, n_batch: int = 512) -> DecoderState:
         """A session of n_ctx positions taking up to `n_batch` tokens per forward (512,
         llama.cpp's default batch)."""
-        return Gemma3State(self.config, self.n_ctx, n_batch)
+        return DecoderState(self.config, self.n_ctx, n_batch)
 
-    def forward(self, ids: np.ndarray, state: Gemma3State, tracer=NULL_TRACER) -> np.ndarray:
+    def forward(self, ids: np.ndarray, state: DecoderState, tracer=NULL_TRACER) -> np.ndarray:
         """Run tokens `ids` (T,) at the next free cache positions; logits (vocab,) of the last."""
         cfg, cache = self.config, state.cache
-        T, pos0 = len(ids), cache.n_used
-        if not 0 < T <= state.n_batch:
-            raise ParameterError(f"forward takes 1..{state.n_batch} tokens at once, got {T}")
-        if pos0 + T > cache.n_ctx:
-            raise ParameterError(f"{pos0 + T} tokens exceed the context of {cache.n_ctx}")
+        T = len(ids)
+        pos0 = state.begin(T)
         H, Hkv, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
         x, xn, proj = state.x[:T], state.xn[:T], state.proj[:T]
         q, k, v, att = state.q[:T], state.k[:T], state.v[:T], state.att[:T]
