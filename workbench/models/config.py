@@ -78,6 +78,23 @@ class ModelConfig:
         cfg.check(str(gf.path))
         return cfg
 
+    @classmethod
+    def from_hf(cls, config: dict, source: str, has_output: bool) -> ModelConfig:
+        """Read an HF `config.json` (as a dict). Missing keys take transformers' defaults for
+        the model type, since `save_pretrained` leaves out values equal to them.
+        `has_output`: whether the weights hold a separate lm_head."""
+        model_type = config.get("model_type")
+        reader = {"llama": _llama_hf, "gemma3": _gemma3_hf, "gemma3_text": _gemma3_hf, "gpt2": _gpt2_hf}.get(model_type)
+        if reader is None:
+            raise UnsupportedError(f"{source}: model_type {model_type!r} is not supported")
+        try:
+            fields = reader(config.get("text_config") or config if model_type == "gemma3" else config, source)
+        except (TypeError, ValueError) as e:
+            raise FormatError(f"{source}: malformed config value ({e})") from None
+        cfg = cls(tied_embeddings=not has_output, **fields)
+        cfg.check(source)
+        return cfg
+
     def check(self, source: str) -> None:
         """Raise FormatError naming `source` if the hyperparameters cannot form a model."""
         positive = ("n_layers", "d_model", "d_ff", "n_heads", "n_kv_heads", "head_dim", "vocab_size", "context_length")
@@ -128,3 +145,92 @@ def _gemma3_extras(gf, p: str, n_layers: int, d_model: int, n_heads: int) -> dic
         "rope_freq_scale": 1.0 / factor if factor > 0 else 1.0,
         "final_logit_softcap": 0.0 if swa else float(gf.get(p + "final_logit_softcapping", 30.0)),
     }
+
+
+def _int(c: dict, key: str, default=None) -> int:
+    v = c.get(key, default)
+    if v is None or isinstance(v, bool) or not isinstance(v, (int, float)) or int(v) != v:
+        raise ValueError(f"{key} must be an integer, got {v!r}")
+    return int(v)
+
+
+def _rope_theta(c: dict, default: float, layer_type: str = "full_attention") -> float:
+    """rope base from transformers 4 (`rope_theta`) or 5 (`rope_parameters`) configs."""
+    params = c.get("rope_parameters")
+    if isinstance(params, dict):
+        if layer_type in params and isinstance(params[layer_type], dict):
+            params = params[layer_type]
+        if "rope_theta" in params:
+            return float(params["rope_theta"])
+    return float(c.get("rope_theta", default))
+
+
+def _rope_scaling(c: dict, source: str, layer_type: str = "full_attention") -> float:
+    """The linear rope factor (1 when unscaled); other scalings are not implemented."""
+    scaling = c.get("rope_scaling")
+    params = c.get("rope_parameters")
+    if isinstance(params, dict):
+        scaling = params.get(layer_type, params) if isinstance(params.get(layer_type), dict) else params
+    if not isinstance(scaling, dict):
+        return 1.0
+    kind = scaling.get("rope_type", scaling.get("type", "default"))
+    if kind == "default":
+        return 1.0
+    if kind == "linear":
+        return float(scaling.get("factor", 1.0))
+    raise UnsupportedError(f"{source}: rope scaling {kind!r} is not supported (only linear)")
+
+
+def _llama_hf(c: dict, source: str) -> dict:
+    d, heads = _int(c, "hidden_size", 4096), _int(c, "num_attention_heads", 32)
+    head_dim = _int(c, "head_dim", d // heads) if c.get("head_dim") is not None else d // heads
+    if _rope_scaling(c, source) != 1.0:
+        raise UnsupportedError(f"{source}: llama rope scaling is not supported")
+    return dict(
+        arch="llama", n_layers=_int(c, "num_hidden_layers", 32), d_model=d, d_ff=_int(c, "intermediate_size", 11008),
+        n_heads=heads, n_kv_heads=_int(c, "num_key_value_heads", heads) if c.get("num_key_value_heads") else heads,
+        head_dim=head_dim, vocab_size=_int(c, "vocab_size", 32000),
+        context_length=_int(c, "max_position_embeddings", 2048), norm_eps=float(c.get("rms_norm_eps", 1e-6)),
+        rope_base=_rope_theta(c, 10000.0), rope_dims=head_dim,
+        attn_scale=float(np.float32(1.0) / np.sqrt(np.float32(head_dim))),
+    )
+
+
+def _gemma3_hf(c: dict, source: str) -> dict:
+    """transformers' Gemma3TextConfig defaults; layer types from `layer_types` (v5) or
+    `sliding_window_pattern` (v4: every n-th layer global)."""
+    n_layers, d = _int(c, "num_hidden_layers", 26), _int(c, "hidden_size", 2304)
+    heads, head_dim = _int(c, "num_attention_heads", 8), _int(c, "head_dim", 256)
+    window = _int(c, "sliding_window", 4096)
+    if isinstance(c.get("layer_types"), list):
+        swa = tuple(t == "sliding_attention" for t in c["layer_types"])
+    else:
+        n = _int(c, "sliding_window_pattern", 6)
+        swa = tuple(n == 0 or (i + 1) % n != 0 for i in range(n_layers))
+    softcap = c.get("final_logit_softcapping")
+    factor = _rope_scaling(c, source)
+    return dict(
+        arch="gemma3", n_layers=n_layers, d_model=d, d_ff=_int(c, "intermediate_size", 9216),
+        n_heads=heads, n_kv_heads=_int(c, "num_key_value_heads", 4), head_dim=head_dim,
+        vocab_size=_int(c, "vocab_size", 262208), context_length=_int(c, "max_position_embeddings", 131072),
+        norm_eps=float(c.get("rms_norm_eps", 1e-6)), rope_base=_rope_theta(c, 1_000_000.0), rope_dims=head_dim,
+        attn_scale=float(np.float32(1.0) / np.sqrt(np.float32(float(c.get("query_pre_attn_scalar", 256))))),
+        embed_scale=math.sqrt(d), sliding_window=window if any(swa) else 0, swa_layers=swa if any(swa) else (),
+        rope_base_local=float(c.get("rope_local_base_freq", _rope_theta(c, 10000.0, "sliding_attention"))),
+        rope_freq_scale=1.0 / factor, final_logit_softcap=float(softcap) if softcap else 0.0,
+    )
+
+
+def _gpt2_hf(c: dict, source: str) -> dict:
+    """GPT-2: learned positions (no rope), LayerNorm, d_ff = n_inner or 4 * n_embd."""
+    d, heads = _int(c, "n_embd", 768), _int(c, "n_head", 12)
+    if c.get("activation_function", "gelu_new") not in ("gelu_new", "gelu_pytorch_tanh"):
+        raise UnsupportedError(f"{source}: GPT-2 activation {c['activation_function']!r} is not supported "
+                               "(only the tanh GELU, gelu_new)")
+    return dict(
+        arch="gpt2", n_layers=_int(c, "n_layer", 12), d_model=d,
+        d_ff=_int(c, "n_inner") if c.get("n_inner") is not None else 4 * d,
+        n_heads=heads, n_kv_heads=heads, head_dim=d // heads, vocab_size=_int(c, "vocab_size", 50257),
+        context_length=_int(c, "n_positions", 1024), norm_eps=float(c.get("layer_norm_epsilon", 1e-5)),
+        rope_base=0.0, rope_dims=0, attn_scale=float(np.float32(1.0) / np.sqrt(np.float32(d // heads))),
+    )

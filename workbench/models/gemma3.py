@@ -1,4 +1,4 @@
-"""Gemma 3 decoder (270M, 1B, and the text part of the larger ones) from GGUF.
+"""Gemma 3 decoder (270M, 1B, and the text part of the larger ones).
 
 Follows llama.cpp's gemma3 graph (src/models/gemma3.cpp). Embeddings are scaled by
 sqrt(d_model). Per layer: RMSNorm -> Q, K, V -> RMSNorm of each query and key head
@@ -10,7 +10,7 @@ final RMSNorm and the tied lm_head, for the last position only (soft-capped only
 file without a sliding window, as llama.cpp's non-SWA Gemma 3 graph does).
 
 Every norm is a plain RMSNorm: Gemma computes x * (1 + w), and the GGUF converter
-already added the 1 to every norm weight. GELU uses ggml's half-precision table, as
+(or our HF loader) already added the 1 to every norm weight. GELU uses ggml's half-precision table, as
 llama.cpp on the CPU does. Not here: rope scaling (Gemma 3 4B and larger scale the
 global layers' positions; `Rope` has no frequency scale yet) and vision inputs.
 """
@@ -26,35 +26,33 @@ from workbench.kernels.activations import GELU_TANH_F16_TABLE, geglu_tanh_table_
 from workbench.models.config import ModelConfig
 from workbench.nn.attention import Rope, attend
 from workbench.nn.elementwise import gated_act, residual_add
-from workbench.nn.linear import Embedding, Linear
-from workbench.nn.norms import RMSNorm, f32_vector
+from workbench.nn.norms import RMSNorm
 from workbench.nn.state import DecoderState
 from workbench.trace import NULL_TRACER
 
 
 class Gemma3Layer:
-    __slots__ = ("attn_norm", "q", "k", "v", "q_norm", "k_norm", "attn_output", "post_attention_norm",
-                 "ffn_norm", "ffn_gate", "ffn_up", "ffn_down", "post_ffw_norm", "window", "rope")
+    __slots__ = ("attn_norm", "qkv", "q_norm", "k_norm", "attn_output", "post_attention_norm",
+                 "ffn_norm", "ffn_gate_up", "ffn_down", "post_ffw_norm", "window", "rope")
 
-    def __init__(self, gf, cfg: ModelConfig, i: int, rope_global: Rope, rope_local: Rope):
+    def __init__(self, ld, cfg: ModelConfig, i: int, rope_global: Rope, rope_local: Rope):
         d, hd, eps = cfg.d_model, cfg.head_dim, cfg.norm_eps
         blk = f"blk.{i}."
 
         def norm(name: str, n: int, op: str) -> RMSNorm:
-            return RMSNorm(f32_vector(gf, blk + name + ".weight", n), eps, op)
+            return RMSNorm(ld.vector(blk + name + ".weight", n), eps, op)
 
         self.attn_norm = norm("attn_norm", d, "attn_norm")
-        self.q = Linear.from_gguf(gf, blk + "attn_q.weight", cfg.n_heads * hd, d, "q")
-        self.k = Linear.from_gguf(gf, blk + "attn_k.weight", cfg.n_kv_heads * hd, d, "k")
-        self.v = Linear.from_gguf(gf, blk + "attn_v.weight", cfg.n_kv_heads * hd, d, "v")
+        self.qkv = ld.group([blk + "attn_q.weight", blk + "attn_k.weight", blk + "attn_v.weight"],
+                            [cfg.n_heads * hd, cfg.n_kv_heads * hd, cfg.n_kv_heads * hd], d, "qkv", ["q", "k", "v"])
         self.q_norm = norm("attn_q_norm", hd, "q_norm")
         self.k_norm = norm("attn_k_norm", hd, "k_norm")
-        self.attn_output = Linear.from_gguf(gf, blk + "attn_output.weight", d, cfg.n_heads * hd, "attn_output")
+        self.attn_output = ld.linear(blk + "attn_output.weight", d, cfg.n_heads * hd, "attn_output")
         self.post_attention_norm = norm("post_attention_norm", d, "post_attention_norm")
         self.ffn_norm = norm("ffn_norm", d, "ffn_norm")
-        self.ffn_gate = Linear.from_gguf(gf, blk + "ffn_gate.weight", cfg.d_ff, d, "ffn_gate")
-        self.ffn_up = Linear.from_gguf(gf, blk + "ffn_up.weight", cfg.d_ff, d, "ffn_up")
-        self.ffn_down = Linear.from_gguf(gf, blk + "ffn_down.weight", d, cfg.d_ff, "ffn_down")
+        self.ffn_gate_up = ld.group([blk + "ffn_gate.weight", blk + "ffn_up.weight"], [cfg.d_ff, cfg.d_ff], d,
+                                    "ffn_gate_up", ["ffn_gate", "ffn_up"])
+        self.ffn_down = ld.linear(blk + "ffn_down.weight", d, cfg.d_ff, "ffn_down")
         self.post_ffw_norm = norm("post_ffw_norm", d, "post_ffw_norm")
         sliding = bool(cfg.swa_layers) and cfg.swa_layers[i]
         self.window = cfg.sliding_window if sliding else 0  # 0: attend to every position
@@ -62,22 +60,23 @@ class Gemma3Layer:
 
 
 class Gemma3:
-    def __init__(self, gf, cfg: ModelConfig, n_ctx: int):
+    def __init__(self, ld, cfg: ModelConfig, n_ctx: int):
+        """ld: a `nn.loader.WeightLoader` over the model's tensors (GGUF names)."""
         if cfg.rope_freq_scale != 1.0:
-            raise UnsupportedError(f"{gf.path}: linear rope scaling (factor {1 / cfg.rope_freq_scale:g}) "
+            raise UnsupportedError(f"{ld.path}: linear rope scaling (factor {1 / cfg.rope_freq_scale:g}) "
                                    "is not supported yet")
         self.config = cfg
-        self.token_embd = Embedding(gf, "token_embd.weight", cfg.vocab_size, cfg.d_model)
+        self.token_embd = ld.embedding("token_embd.weight", cfg.vocab_size, cfg.d_model)
         # global layers use the file's rope base (1e6), sliding ones llama.cpp's 10000
         self.n_ctx = n_ctx  # the longest session this instance serves
         self.rope_global = Rope(n_ctx, cfg.rope_dims, cfg.rope_base, neox=True)
         self.rope_local = Rope(n_ctx, cfg.rope_dims, cfg.rope_base_local, neox=True)
-        self.layers = [Gemma3Layer(gf, cfg, i, self.rope_global, self.rope_local) for i in range(cfg.n_layers)]
-        self.output_norm = RMSNorm(f32_vector(gf, "output_norm.weight", cfg.d_model), cfg.norm_eps, "output_norm")
+        self.layers = [Gemma3Layer(ld, cfg, i, self.rope_global, self.rope_local) for i in range(cfg.n_layers)]
+        self.output_norm = RMSNorm(ld.vector("output_norm.weight", cfg.d_model), cfg.norm_eps, "output_norm")
         if cfg.tied_embeddings:  # Gemma ships no output.weight: token_embd is the lm_head
-            self.output = self.token_embd.as_linear("output")
+            self.output = ld.tied_head(self.token_embd)
         else:
-            self.output = Linear.from_gguf(gf, "output.weight", cfg.vocab_size, cfg.d_model, "output")
+            self.output = ld.linear("output.weight", cfg.vocab_size, cfg.d_model, "output", lm_head=True)
         self.embed_scale = np.float32(cfg.embed_scale)
         self.attn_scale = np.float32(cfg.attn_scale)
         # GELU as ggml's CPU backend computes it: through its table of half-rounded values
@@ -111,9 +110,7 @@ class Gemma3:
             with tracer.span(self.layer_names[i], kind="layer", layer=i):
                 with tracer.span("attn"):
                     layer.attn_norm(xn, x, tracer)
-                    layer.q(q, xn, tracer)
-                    layer.k(k, xn, tracer)
-                    layer.v(v, xn, tracer)
+                    layer.qkv((q, k, v), xn, state.fused, tracer)
                     layer.q_norm(q_heads, q_heads, tracer)
                     layer.k_norm(k_heads, k_heads, tracer)
                     layer.rope(q3, pos0, tracer, "rope_q")
@@ -125,8 +122,7 @@ class Gemma3:
                     residual_add(x, proj, tracer)
                 with tracer.span("ffn"):
                     layer.ffn_norm(xn, x, tracer)
-                    layer.ffn_gate(gate, xn, tracer)
-                    layer.ffn_up(up, xn, tracer)
+                    layer.ffn_gate_up((gate, up), xn, state.fused, tracer)
                     gated_act(geglu, gate, gate, up, 2, tracer)  # a table lookup and a product per value
                     layer.ffn_down(proj, gate, tracer)
                     layer.post_ffw_norm(proj, proj, tracer)

@@ -1,7 +1,7 @@
-"""Llama-family decoder (Llama 2/3, TinyLlama, SmolLM2, Mistral-style GQA) from GGUF.
+"""Llama-family decoder (Llama 2/3, TinyLlama, SmolLM2, Mistral-style GQA).
 
-Per layer: RMSNorm -> Q, K, V -> rope (GGUF's adjacent-pair order: the converter
-already permuted HF's Q/K rows for it) -> causal GQA attention over the f16 KV cache ->
+Per layer: RMSNorm -> Q, K, V -> rope (GGUF's adjacent-pair order: the GGUF
+converter, or our HF loader, permuted HF's Q/K rows for it) -> causal GQA attention over the f16 KV cache ->
 output projection -> residual; RMSNorm -> gate, up -> SwiGLU -> down -> residual.
 Then the final RMSNorm and the lm_head (the token embeddings when the file has no
 `output.weight`), for the last position only.
@@ -17,40 +17,39 @@ from workbench.kernels.activations import swiglu_f32, swiglu_f32_parallel
 from workbench.models.config import ModelConfig
 from workbench.nn.attention import Rope, attend
 from workbench.nn.elementwise import gated_act, residual_add
-from workbench.nn.linear import Embedding, Linear
-from workbench.nn.norms import RMSNorm, f32_vector
+from workbench.nn.norms import RMSNorm
 from workbench.nn.state import DecoderState
 from workbench.trace import NULL_TRACER
 
 
 class LlamaLayer:
-    __slots__ = ("attn_norm", "q", "k", "v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down")
+    __slots__ = ("attn_norm", "qkv", "attn_output", "ffn_norm", "ffn_gate_up", "ffn_down")
 
-    def __init__(self, gf, cfg: ModelConfig, i: int):
+    def __init__(self, ld, cfg: ModelConfig, i: int):
         d, hd = cfg.d_model, cfg.head_dim
         blk = f"blk.{i}."
-        self.attn_norm = RMSNorm(f32_vector(gf, blk + "attn_norm.weight", d), cfg.norm_eps, "attn_norm")
-        self.q = Linear.from_gguf(gf, blk + "attn_q.weight", cfg.n_heads * hd, d, "q")
-        self.k = Linear.from_gguf(gf, blk + "attn_k.weight", cfg.n_kv_heads * hd, d, "k")
-        self.v = Linear.from_gguf(gf, blk + "attn_v.weight", cfg.n_kv_heads * hd, d, "v")
-        self.attn_output = Linear.from_gguf(gf, blk + "attn_output.weight", d, cfg.n_heads * hd, "attn_output")
-        self.ffn_norm = RMSNorm(f32_vector(gf, blk + "ffn_norm.weight", d), cfg.norm_eps, "ffn_norm")
-        self.ffn_gate = Linear.from_gguf(gf, blk + "ffn_gate.weight", cfg.d_ff, d, "ffn_gate")
-        self.ffn_up = Linear.from_gguf(gf, blk + "ffn_up.weight", cfg.d_ff, d, "ffn_up")
-        self.ffn_down = Linear.from_gguf(gf, blk + "ffn_down.weight", d, cfg.d_ff, "ffn_down")
+        self.attn_norm = RMSNorm(ld.vector(blk + "attn_norm.weight", d), cfg.norm_eps, "attn_norm")
+        self.qkv = ld.group([blk + "attn_q.weight", blk + "attn_k.weight", blk + "attn_v.weight"],
+                            [cfg.n_heads * hd, cfg.n_kv_heads * hd, cfg.n_kv_heads * hd], d, "qkv", ["q", "k", "v"])
+        self.attn_output = ld.linear(blk + "attn_output.weight", d, cfg.n_heads * hd, "attn_output")
+        self.ffn_norm = RMSNorm(ld.vector(blk + "ffn_norm.weight", d), cfg.norm_eps, "ffn_norm")
+        self.ffn_gate_up = ld.group([blk + "ffn_gate.weight", blk + "ffn_up.weight"], [cfg.d_ff, cfg.d_ff], d,
+                                    "ffn_gate_up", ["ffn_gate", "ffn_up"])
+        self.ffn_down = ld.linear(blk + "ffn_down.weight", d, cfg.d_ff, "ffn_down")
 
 
 class Llama:
-    def __init__(self, gf, cfg: ModelConfig, n_ctx: int):
+    def __init__(self, ld, cfg: ModelConfig, n_ctx: int):
+        """ld: a `nn.loader.WeightLoader` over the model's tensors (GGUF names)."""
         self.config = cfg
         self.n_ctx = n_ctx  # the longest session this instance serves
-        self.token_embd = Embedding(gf, "token_embd.weight", cfg.vocab_size, cfg.d_model)
-        self.layers = [LlamaLayer(gf, cfg, i) for i in range(cfg.n_layers)]
-        self.output_norm = RMSNorm(f32_vector(gf, "output_norm.weight", cfg.d_model), cfg.norm_eps, "output_norm")
+        self.token_embd = ld.embedding("token_embd.weight", cfg.vocab_size, cfg.d_model)
+        self.layers = [LlamaLayer(ld, cfg, i) for i in range(cfg.n_layers)]
+        self.output_norm = RMSNorm(ld.vector("output_norm.weight", cfg.d_model), cfg.norm_eps, "output_norm")
         if cfg.tied_embeddings:  # SmolLM2 and others reuse token_embd as lm_head
-            self.output = self.token_embd.as_linear("output")
+            self.output = ld.tied_head(self.token_embd)
         else:
-            self.output = Linear.from_gguf(gf, "output.weight", cfg.vocab_size, cfg.d_model, "output")
+            self.output = ld.linear("output.weight", cfg.vocab_size, cfg.d_model, "output", lm_head=True)
         self.rope = Rope(n_ctx, cfg.rope_dims, cfg.rope_base, neox=False)
         self.scale = 1.0 / math.sqrt(cfg.head_dim)
         self.layer_names = [f"layer[{i}]" for i in range(cfg.n_layers)]  # span names, made once
@@ -79,9 +78,7 @@ class Llama:
             with tracer.span(self.layer_names[i], kind="layer", layer=i):
                 with tracer.span("attn"):
                     layer.attn_norm(xn, x, tracer)
-                    layer.q(q, xn, tracer)
-                    layer.k(k, xn, tracer)
-                    layer.v(v, xn, tracer)
+                    layer.qkv((q, k, v), xn, state.fused, tracer)
                     self.rope(q3, pos0, tracer, "rope_q")
                     self.rope(k3, pos0, tracer, "rope_k")
                     attend(att3, q3, k3, v3, cache.k[i], cache.v[i], pos0, self.scale, 0, state.probs, tracer)
@@ -89,8 +86,7 @@ class Llama:
                     residual_add(x, proj, tracer)
                 with tracer.span("ffn"):
                     layer.ffn_norm(xn, x, tracer)
-                    layer.ffn_gate(gate, xn, tracer)
-                    layer.ffn_up(up, xn, tracer)
+                    layer.ffn_gate_up((gate, up), xn, state.fused, tracer)
                     gated_act(swiglu, gate, gate, up, 6, tracer)
                     layer.ffn_down(proj, gate, tracer)
                     residual_add(x, proj, tracer)

@@ -1,49 +1,31 @@
-"""Linear layers and embeddings: a weight in its file's block format plus its kernel.
+"""Linear layers and embeddings: a weight in its block format plus its kernel.
 
-A `Linear` never dequantizes: it keeps the GGUF bytes (memory-mapped) as
-(rows, row_bytes) and hands them to the format's kernel. The file's shape is checked
-against what the model expects at load, so a wrong tensor fails there, naming itself.
-Models call `linear(out, x)` and never branch on the format.
+A `Linear` never dequantizes: it keeps the weight's bytes (memory-mapped when the file
+format allows) as (rows, row_bytes) and hands them to the format's kernel; the bias, if
+any, is added after. A `LinearGroup` is several linears reading the same input (Q/K/V,
+gate+up): one fused matrix whose output is split, or the separate matrices. Shapes are
+checked when the loader (`nn.loader`) builds them, so a wrong tensor fails at load,
+naming itself. Models call these and never branch on the format.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from workbench.errors import FormatError, UnsupportedError
 from workbench.kernels.linear import Weight, get_rows
-from workbench.quant.formats import format_of_ggml_type
 from workbench.trace import NULL_TRACER
 
 
-def _checked_raw(gf, name: str, rows: int, cols: int) -> tuple[np.ndarray, str]:
-    info = gf.tensors.get(name)
-    if info is None:
-        raise FormatError(f"{gf.path}: tensor {name!r} is missing")
-    shape = tuple(int(n) for n in info.shape)
-    if shape != (cols, rows):
-        raise FormatError(f"{gf.path}: tensor {name!r} has GGUF shape {list(shape)}, expected {[cols, rows]}")
-    try:
-        fmt = format_of_ggml_type(info.type_id)
-    except UnsupportedError as e:
-        raise UnsupportedError(f"{gf.path}: tensor {name!r}: {e}") from None
-    return gf.raw(name), fmt.name
-
-
 class Linear:
-    """y (T, rows) = x (T, cols) @ W.T, W kept in its block format."""
+    """y (T, rows) = x (T, cols) @ W.T (+ bias), W kept in its block format."""
 
-    __slots__ = ("name", "fmt", "w", "rows", "cols", "op", "weight")
+    __slots__ = ("name", "fmt", "w", "rows", "cols", "op", "weight", "bias")
 
-    def __init__(self, name: str, fmt: str, w: np.ndarray, rows: int, cols: int, op: str):
+    def __init__(self, name: str, fmt: str, w: np.ndarray, rows: int, cols: int, op: str,
+                 bias: np.ndarray | None = None):
         self.name, self.fmt, self.w, self.rows, self.cols, self.op = name, fmt, w, rows, cols, op
         self.weight = Weight(w, fmt, name)  # checked once here, not on every product
-
-    @classmethod
-    def from_gguf(cls, gf, name: str, rows: int, cols: int, op: str) -> Linear:
-        """The tensor `name` of GGUF file `gf`, which must hold `rows` outputs of `cols` inputs."""
-        w, fmt = _checked_raw(gf, name, rows, cols)
-        return cls(name, fmt, w, rows, cols, op)
+        self.bias = bias
 
     @property
     def nbytes(self) -> int:
@@ -55,18 +37,57 @@ class Linear:
             with tracer.span(self.op, kind="op", weight=self.name, fmt=self.fmt, shape=(T, self.cols, self.rows),
                              bytes=self.w.nbytes + x.nbytes + out.nbytes, weight_bytes=self.w.nbytes,
                              flops=2 * T * self.rows * self.cols):
-                return self.weight.matvec(out, x)
-        return self.weight.matvec(out, x)
+                self.weight.matvec(out, x)
+                if self.bias is not None:
+                    out += self.bias
+                return out
+        self.weight.matvec(out, x)
+        if self.bias is not None:
+            out += self.bias
+        return out
+
+
+class LinearGroup:
+    """Linears on one input: `fused` (all rows in one matrix) or the `parts` one by one.
+
+    Fused, the product goes to `scratch` (a flat buffer of at least T x total rows) and is copied out to
+    each part's buffer; the copy is a few KB per token, far less than the kernel calls
+    it saves. Every output row is the same dot product either way, so results are equal.
+    """
+
+    __slots__ = ("parts", "fused", "splits")
+
+    def __init__(self, parts: list[Linear], fused: Linear | None):
+        self.parts, self.fused = parts, fused
+        self.splits = np.cumsum([0] + [p.rows for p in parts]).tolist()
+
+    @property
+    def nbytes(self) -> int:
+        return self.fused.nbytes if self.fused is not None else sum(p.nbytes for p in self.parts)
+
+    def __call__(self, outs: tuple, x: np.ndarray, scratch: np.ndarray, tracer=NULL_TRACER) -> None:
+        if self.fused is None:
+            for part, out in zip(self.parts, outs):
+                part(out, x, tracer)
+            return
+        T, n = x.shape[0], self.splits[-1]
+        buf = scratch[: T * n].reshape(T, n)
+        self.fused(buf, x, tracer)
+        for i, out in enumerate(outs):
+            np.copyto(out, buf[:, self.splits[i] : self.splits[i + 1]])
 
 
 class Embedding:
-    """Rows of a (vocab, d) table, dequantized on lookup; doubles as a tied lm_head."""
+    """Rows of a (vocab, d) table, dequantized on lookup."""
 
     __slots__ = ("name", "fmt", "w", "vocab", "dim")
 
-    def __init__(self, gf, name: str, vocab: int, dim: int):
-        self.w, self.fmt = _checked_raw(gf, name, vocab, dim)
-        self.name, self.vocab, self.dim = name, vocab, dim
+    def __init__(self, name: str, fmt: str, w: np.ndarray, vocab: int, dim: int):
+        self.name, self.fmt, self.w, self.vocab, self.dim = name, fmt, w, vocab, dim
+
+    @property
+    def nbytes(self) -> int:
+        return self.w.nbytes
 
     def __call__(self, out: np.ndarray, ids: np.ndarray, tracer=NULL_TRACER) -> np.ndarray:
         if tracer.ops:
@@ -75,7 +96,3 @@ class Embedding:
                              bytes=len(ids) * row_bytes + out.nbytes, weight_bytes=len(ids) * row_bytes, flops=0):
                 return get_rows(out, self.w, ids, self.fmt, self.name)
         return get_rows(out, self.w, ids, self.fmt, self.name)
-
-    def as_linear(self, op: str = "output") -> Linear:
-        """The same bytes as an lm_head (tied embeddings): logits = h @ E.T."""
-        return Linear(self.name, self.fmt, self.w, self.vocab, self.dim, op)

@@ -4,19 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from workbench.errors import FormatError
 from workbench.kernels.norms import rmsnorm_f32, rmsnorm_f32_parallel
 from workbench.trace import NULL_TRACER
-
-
-def f32_vector(gf, name: str, n: int) -> np.ndarray:
-    """The F32 tensor `name` of GGUF file `gf`, which must hold exactly `n` values."""
-    info = gf.tensors.get(name)
-    if info is None:
-        raise FormatError(f"{gf.path}: tensor {name!r} is missing")
-    if tuple(info.shape) != (n,) or info.type_name.upper() != "F32":
-        raise FormatError(f"{gf.path}: tensor {name!r} is {info.type_name} {list(info.shape)}, expected F32 [{n}]")
-    return gf.f32(name)
 
 
 class RMSNorm:

@@ -29,6 +29,8 @@ class DecoderState:
         self.proj = np.zeros((n_batch, d), f32)  # a block's output before its residual add
         self.gate = np.zeros((n_batch, cfg.d_ff), f32)
         self.up = np.zeros((n_batch, cfg.d_ff), f32)
+        # output of a fused Q/K/V or gate+up product, before it is split into the above
+        self.fused = np.zeros(n_batch * max((H + 2 * Hkv) * hd, 2 * cfg.d_ff), f32)  # flat: any (T, rows)
         self.probs = self.cache.scratch(n_batch * H)  # attention scores, per query head
         self.logits = np.zeros((1, cfg.vocab_size), f32)
 

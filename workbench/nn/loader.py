@@ -1,0 +1,134 @@
+"""Builds a model's layers from a weight source under the load options, and says what it did.
+
+Models ask a `WeightLoader` for `linear`, `group` (Q/K/V, gate+up), `embedding`,
+`tied_head` and `vector` by GGUF tensor name; the loader applies the quantization rule
+and fusion (`WeightOptions`) once here, so model code never sees a format. What it did
+is counted in a `LoadReport`, whose lines read like the seed tool's
+(`Quantized 73 linear layers F32 -> Q8_0`, `Fused 12 QKV projection triples`, ...).
+Quantizing a float model takes seconds: a tqdm bar shows it (hidden when not a tty).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from workbench.errors import FormatError
+from workbench.formats.weights import Tensor
+from workbench.nn.linear import Embedding, Linear, LinearGroup
+from workbench.nn.options import WeightOptions
+from workbench.quant.formats import FORMATS
+from workbench.quant.reference import dequantize_ref, quantize_ref
+
+_FLOATS = ("f32", "f16", "bf16")
+
+
+@dataclass
+class LoadReport:
+    """What the load did to the weights; `lines()` for people, the fields for tests."""
+
+    quantized: Counter = field(default_factory=Counter)  # (from fmt, to fmt) -> linear layers
+    kept_float: int = 0  # float linear layers left float by the rule
+    fused_qkv: int = 0
+    fused_gate_up: int = 0
+    weight_bytes: int = 0  # bytes of the prepared weights the kernels read
+    kv_cache_bytes: int = 0  # filled in by the session that allocates it
+
+    @property
+    def n_quantized(self) -> int:
+        return sum(self.quantized.values())
+
+    def lines(self) -> list[str]:
+        out = [f"Quantized {n} linear layers {a.upper()} -> {b.upper()}" for (a, b), n in sorted(self.quantized.items())]
+        if not self.quantized:
+            out.append("Quantized 0 linear layers")
+        out.append(f"Fused {self.fused_qkv} QKV projection triples")
+        out.append(f"Fused {self.fused_gate_up} gate+up projection pairs")
+        out.append(f"Weights {self.weight_bytes / 2**20:.1f} MiB")
+        if self.kv_cache_bytes:
+            out.append(f"KV cache {self.kv_cache_bytes / 2**20:.1f} MiB")
+        return out
+
+
+class WeightLoader:
+    """A weight source plus the options that decide each linear's final format."""
+
+    def __init__(self, src, options: WeightOptions | None = None):
+        self.src = src
+        self.options = options or WeightOptions()
+        self.report = LoadReport()
+        self._bar = None
+        if self.options.quant_threshold is not None or self.options.quantize_lm_head or self.options.requantize:
+            self._bar = tqdm(total=src.nbytes, unit="B", unit_scale=True, desc="quantizing", leave=False)
+
+    @property
+    def path(self):
+        return self.src.path
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+
+    def vector(self, name: str, n: int) -> np.ndarray:
+        return self.src.vector(name, n)
+
+    def _prepare(self, t: Tensor, lm_head: bool = False) -> tuple[np.ndarray, str]:
+        """The bytes and format a linear weight runs in, after the quantization rule."""
+        rows, cols = t.shape
+        opts = self.options
+        float_weight = t.fmt in _FLOATS
+        if not (float_weight or opts.requantize) or not opts.quantizes(rows, cols, lm_head):
+            if float_weight:
+                self.report.kept_float += 1
+            self.report.weight_bytes += t.data.nbytes
+            return t.data, t.fmt
+        target = FORMATS[opts.quant_type]
+        if cols % target.block_size:
+            raise FormatError(f"{t.source}: tensor {t.name!r} has {cols} columns, not a multiple of "
+                              f"{target.block_size}: it cannot be quantized to {target.name.upper()}")
+        values = t.f32() if float_weight else dequantize_ref(t.fmt, t.data)
+        data = quantize_ref(target.name, np.ascontiguousarray(values, dtype=np.float32))
+        data.flags.writeable = False
+        if self._bar is not None:
+            self._bar.update(t.data.nbytes)
+        if t.fmt != target.name:
+            self.report.quantized[(t.fmt, target.name)] += 1
+        self.report.weight_bytes += data.nbytes
+        return data, target.name
+
+    def linear(self, name: str, rows: int, cols: int, op: str, bias: str | None = None,
+               lm_head: bool = False) -> Linear:
+        """Weight `name` (rows outputs of cols inputs), with the optional bias vector `bias`."""
+        data, fmt = self._prepare(self.src.matrix(name, rows, cols), lm_head)
+        b = self.src.vector(bias, rows) if bias is not None else None
+        return Linear(name, fmt, data, rows, cols, op, b)
+
+    def group(self, names: list[str], rows: list[int], cols: int, op: str, part_ops: list[str]) -> LinearGroup:
+        """Linears on the same input, fused into one matrix (traced as `op`) when the
+        options allow and their formats agree: Q/K/V ("qkv"), gate+up ("ffn_gate_up")."""
+        parts = [self.linear(n, r, cols, o) for n, r, o in zip(names, rows, part_ops)]
+        if not self.options.fuse or len({p.fmt for p in parts}) != 1:
+            return LinearGroup(parts, None)
+        fused = Linear("+".join(names), parts[0].fmt, np.concatenate([p.w for p in parts]), sum(rows), cols, op)
+        if op == "qkv":
+            self.report.fused_qkv += 1
+        else:
+            self.report.fused_gate_up += 1
+        return LinearGroup(parts, fused)
+
+    def embedding(self, name: str, vocab: int, dim: int) -> Embedding:
+        t = self.src.matrix(name, vocab, dim)
+        self.report.weight_bytes += t.data.nbytes
+        return Embedding(name, t.fmt, t.data, vocab, dim)
+
+    def tied_head(self, embedding: Embedding) -> Linear:
+        """The lm_head of tied embeddings: the same tensor, prepared as a linear layer
+        (sharing the embedding's bytes unless the rule quantizes it)."""
+        t = Tensor(embedding.name, embedding.fmt, (embedding.vocab, embedding.dim), embedding.w, str(self.path))
+        data, fmt = self._prepare(t, lm_head=True)
+        if data is embedding.w:
+            self.report.weight_bytes -= data.nbytes  # counted once, with the embedding
+        return Linear(embedding.name, fmt, data, embedding.vocab, embedding.dim, "output")
