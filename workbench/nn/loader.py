@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from workbench.errors import FormatError
+from workbench.errors import FormatError, UnsupportedError
 from workbench.formats.weights import Tensor
 from workbench.nn.linear import Embedding, Linear, LinearGroup
 from workbench.nn.options import WeightOptions
-from workbench.quant.formats import FORMATS
+from workbench.quant.formats import FORMATS, WEIGHT_FORMATS
 from workbench.quant.reference import dequantize_ref, quantize_ref
 
 _FLOATS = ("f32", "f16", "bf16")
@@ -72,6 +72,13 @@ class WeightLoader:
         if self._bar is not None:
             self._bar.close()
 
+    def _matrix(self, name: str, rows: int, cols: int) -> Tensor:
+        t = self.src.matrix(name, rows, cols)
+        if t.fmt not in WEIGHT_FORMATS:
+            raise UnsupportedError(f"{t.source}: tensor {name!r} is {t.fmt.upper()}, which workbench does not "
+                                   f"support; supported: {', '.join(f.upper() for f in WEIGHT_FORMATS)}")
+        return t
+
     def vector(self, name: str, n: int) -> np.ndarray:
         return self.src.vector(name, n)
 
@@ -86,6 +93,9 @@ class WeightLoader:
             self.report.weight_bytes += t.data.nbytes
             return t.data, t.fmt
         target = FORMATS[opts.quant_type]
+        if t.fmt == target.name:  # already in the target format: nothing to redo
+            self.report.weight_bytes += t.data.nbytes
+            return t.data, t.fmt
         if cols % target.block_size:
             raise FormatError(f"{t.source}: tensor {t.name!r} has {cols} columns, not a multiple of "
                               f"{target.block_size}: it cannot be quantized to {target.name.upper()}")
@@ -94,15 +104,14 @@ class WeightLoader:
         data.flags.writeable = False
         if self._bar is not None:
             self._bar.update(t.data.nbytes)
-        if t.fmt != target.name:
-            self.report.quantized[(t.fmt, target.name)] += 1
+        self.report.quantized[(t.fmt, target.name)] += 1
         self.report.weight_bytes += data.nbytes
         return data, target.name
 
     def linear(self, name: str, rows: int, cols: int, op: str, bias: str | None = None,
                lm_head: bool = False) -> Linear:
         """Weight `name` (rows outputs of cols inputs), with the optional bias vector `bias`."""
-        data, fmt = self._prepare(self.src.matrix(name, rows, cols), lm_head)
+        data, fmt = self._prepare(self._matrix(name, rows, cols), lm_head)
         b = self.src.vector(bias, rows) if bias is not None else None
         return Linear(name, fmt, data, rows, cols, op, b)
 
@@ -120,7 +129,7 @@ class WeightLoader:
         return LinearGroup(parts, fused)
 
     def embedding(self, name: str, vocab: int, dim: int) -> Embedding:
-        t = self.src.matrix(name, vocab, dim)
+        t = self._matrix(name, vocab, dim)
         self.report.weight_bytes += t.data.nbytes
         return Embedding(name, t.fmt, t.data, vocab, dim)
 

@@ -1,0 +1,57 @@
+"""Runtime option sets: the named profiles and how explicit arguments override them.
+
+A profile is a starting point, not a mode: `load(..., profile="baseline", threads=2)`
+takes baseline's weight options with two threads. The profiles:
+
+- `baseline`: weights as the file stores them, no fusion, one thread: the reference
+  point every optimization is measured against.
+- `optimized` (the default): no change of weight formats, Q/K/V and gate+up fused, every
+  thread numba was started with.
+- `aggressive`: every float linear layer (lm_head included) quantized to Q4_0, fusion,
+  every thread: the smallest weights, at a quality cost the quality table measures.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workbench.errors import ParameterError
+from workbench.nn.options import WeightOptions
+
+DEFAULT_PROFILE = "optimized"
+PROFILES: dict[str, dict] = {
+    "baseline": {"quant_threshold": None, "quant_type": "q8_0", "quantize_lm_head": None, "fuse": False, "threads": 1},
+    "optimized": {"quant_threshold": None, "quant_type": "q8_0", "quantize_lm_head": None, "fuse": True,
+                  "threads": None},
+    "aggressive": {"quant_threshold": 0, "quant_type": "q4_0", "quantize_lm_head": True, "fuse": True,
+                   "threads": None},
+}
+_UNSET = object()
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The weight options for the loader plus the session's thread count (None: all)."""
+
+    profile: str
+    weights: WeightOptions
+    threads: int | None
+
+
+def resolve_options(profile: str | None = None, **overrides) -> RunOptions:
+    """The profile's options with every argument not left `_UNSET` (or None-by-default
+    for threads) put over them; bad values raise ParameterError naming the option."""
+    name = DEFAULT_PROFILE if profile is None else profile
+    if name not in PROFILES:
+        raise ParameterError(f"profile must be one of {', '.join(PROFILES)}, got {profile!r}")
+    values = dict(PROFILES[name])
+    for key, value in overrides.items():
+        if key not in values and key != "requantize":
+            raise ParameterError(f"unknown option {key!r}")
+        if value is not _UNSET:
+            values[key] = value
+    threads = values.pop("threads")
+    return RunOptions(name, WeightOptions(**values), threads)
+
+
+UNSET = _UNSET  # the "not given" marker for `load` keyword arguments
