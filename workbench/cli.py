@@ -1,10 +1,15 @@
 """The `workbench` command (also `python -m workbench`).
 
-    workbench generate SOURCE --prompt TEXT [--max-tokens N] [sampling] [--threads N]
+    workbench generate SOURCE --prompt TEXT [--max-tokens N] [sampling] [load options]
                        [--chat] [--stream] [--timings] [--json]
-    workbench inspect FILE [--json]
+    workbench inspect FILE|DIR [--json]
     workbench trace SOURCE --prompt TEXT [--max-tokens N] [--out trace.json] [--level op]
-                    [--threads N] [--json]
+                    [load options] [--json]
+
+Load options: --threads N, --ctx N, --profile {baseline,optimized,aggressive},
+--quant-threshold N|off, --quant-type {q8_0,q4_0}, --quantize-lm-head/--keep-lm-head,
+--requantize, --no-fuse. SOURCE: a catalog name or derived variant
+(smollm2-135m:q4_0), a GGUF file, an HF directory or an HF repo id.
     workbench bench --membw [--refresh] [--json]
 
 Bad input (a missing file, a bad value) prints one line on stderr and exits with 2;
@@ -28,12 +33,56 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
+def _threshold(text: str) -> int | None:
+    if text.lower() in ("off", "none"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer or 'off', got {text!r}") from None
+
+
+def _add_load_args(p: argparse.ArgumentParser) -> None:
+    """The options of `workbench.load`; left out, the profile's value holds."""
+    from workbench.engine.options import PROFILES
+    from workbench.nn.options import QUANT_TYPES
+
+    p.add_argument("--threads", "-t", type=_positive_int, default=argparse.SUPPRESS)
+    p.add_argument("--ctx", type=_positive_int, default=None, help="context size (KV cache positions)")
+    p.add_argument("--profile", choices=list(PROFILES), default=None, help="named option set (default optimized)")
+    p.add_argument("--quant-threshold", type=_threshold, default=argparse.SUPPRESS, metavar="N|off",
+                   help="quantize float linear layers whose larger dimension is >= N")
+    p.add_argument("--quant-type", choices=list(QUANT_TYPES), default=argparse.SUPPRESS)
+    p.add_argument("--quantize-lm-head", dest="quantize_lm_head", action="store_true", default=argparse.SUPPRESS,
+                   help="quantize the lm_head whatever the threshold")
+    p.add_argument("--keep-lm-head", dest="quantize_lm_head", action="store_false", default=argparse.SUPPRESS,
+                   help="keep the lm_head in its file format whatever the threshold")
+    p.add_argument("--requantize", action="store_true", default=argparse.SUPPRESS,
+                   help="also convert weights the file stores quantized")
+    p.add_argument("--no-fuse", dest="fuse", action="store_false", default=argparse.SUPPRESS,
+                   help="keep Q/K/V and gate/up as separate matrices")
+
+
+def _load(args):
+    """workbench.load with the options given on the command line."""
+    import workbench
+
+    given = {k: getattr(args, k) for k in ("threads", "quant_threshold", "quant_type", "quantize_lm_head",
+                                           "requantize", "fuse") if hasattr(args, k)}
+    return workbench.load(args.source, n_ctx=args.ctx, profile=args.profile, **given)
+
+
+def _print_load_report(model) -> None:
+    for line in model.load_report.lines():
+        print(f"[load] {line}", file=sys.stderr)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workbench", description="CPU LLM inference you can trace and see.")
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="generate text from a prompt")
-    g.add_argument("source", nargs="?", default=None, help="catalog name (default smollm2-135m) or GGUF path")
+    g.add_argument("source", nargs="?", default=None, help="model (default smollm2-135m); see above")
     g.add_argument("--prompt", "-p", required=True)
     g.add_argument("--max-tokens", "-n", type=_positive_int, default=64)
     g.add_argument("--temperature", type=float, default=0.0)
@@ -41,23 +90,21 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--top-p", type=float, default=None)
     g.add_argument("--repetition-penalty", type=float, default=1.0)
     g.add_argument("--seed", type=_positive_int, default=None)
-    g.add_argument("--threads", "-t", type=_positive_int, default=None)
-    g.add_argument("--ctx", type=_positive_int, default=None, help="context size (KV cache positions)")
+    _add_load_args(g)
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     g.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     g.add_argument("--timings", action="store_true", help="trace per layer and print the timing summary")
     g.add_argument("--json", action="store_true", help="print one JSON object")
 
-    i = sub.add_parser("inspect", help="print a GGUF or safetensors file's metadata and tensor table")
+    i = sub.add_parser("inspect", help="print a GGUF or safetensors file's (or an HF directory's) metadata and tensors")
     i.add_argument("file")
     i.add_argument("--json", action="store_true")
 
     t = sub.add_parser("trace", help="trace a generation: Chrome trace JSON, per-step summary, roofline")
-    t.add_argument("source", nargs="?", default=None, help="catalog name (default smollm2-135m) or GGUF path")
+    t.add_argument("source", nargs="?", default=None, help="model (default smollm2-135m); see above")
     t.add_argument("--prompt", "-p", required=True)
     t.add_argument("--max-tokens", "-n", type=_positive_int, default=16)
-    t.add_argument("--threads", "-t", type=_positive_int, default=None)
-    t.add_argument("--ctx", type=_positive_int, default=None, help="context size (KV cache positions)")
+    _add_load_args(t)
     t.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     t.add_argument("--level", choices=["step", "layer", "op"], default="op")
     t.add_argument("--out", "-o", default="trace.json", help="Chrome trace-event JSON (Perfetto, speedscope)")
@@ -76,7 +123,9 @@ def _generate(args) -> int:
     import workbench
     from workbench.trace import step_summary
 
-    model = workbench.load(args.source, threads=args.threads, n_ctx=args.ctx)
+    model = _load(args)
+    if not args.json:
+        _print_load_report(model)
     on_token = None
     if args.stream and not args.json:
         sys.stdout.write(args.prompt)
@@ -96,7 +145,8 @@ def _generate(args) -> int:
         summary = None
 
     if args.json:
-        record = {"model": str(model.path), "threads": model.threads, **gen.as_dict()}
+        record = {"model": str(model.path), "threads": model.threads, "profile": model.options.profile,
+                  "load": model.load_report.lines(), **gen.as_dict()}
         if summary is not None:
             record["timings"] = summary
         print(json.dumps(record))
@@ -136,6 +186,14 @@ def _inspect(args) -> int:
     from workbench.errors import FormatError
 
     path = Path(args.file)
+    if path.is_dir():
+        from workbench.formats.hf import HFDirectory
+
+        hf = HFDirectory.open(path)
+        info = {"metadata": {"model_type": hf.model_type, **{k: v for k, v in hf.config.items() if k != "model_type"}},
+                "tensors": [{"name": n, "type": t.fmt.upper(), "shape": list(t.shape), "bytes": t.data.nbytes}
+                            for n in sorted(hf.names) for t in [hf.tensor(n)]]}
+        return _print_info(path, info, args.json)
     if not path.is_file():
         raise FormatError(f"{path}: no such file")
     with open(path, "rb") as f:
@@ -148,7 +206,11 @@ def _inspect(args) -> int:
         from workbench.formats.safetensors_file import SafetensorsFile, describe
 
         info = describe(SafetensorsFile.open(path))
-    if args.json:
+    return _print_info(path, info, args.json)
+
+
+def _print_info(path, info: dict, as_json: bool) -> int:
+    if as_json:
         print(json.dumps(info, default=str))
         return 0
     print(f"{path}")
@@ -171,7 +233,9 @@ def _trace(args) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise ParameterError(f"--out {out}: directory {out.parent} does not exist")
-    model = workbench.load(args.source, threads=args.threads, n_ctx=args.ctx)
+    model = _load(args)
+    if not args.json:
+        _print_load_report(model)
     # Untraced warm-up: the first call of each kernel loads it from numba's cache, which
     # is not what a trace should show.
     model.generate(args.prompt, max_tokens=2, chat=args.chat)
