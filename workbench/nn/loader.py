@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from workbench.errors import FormatError, UnsupportedError
+from workbench.errors import UnsupportedError
 from workbench.formats.weights import Tensor
 from workbench.nn.linear import Embedding, Linear, LinearGroup
 from workbench.nn.options import WeightOptions
@@ -32,6 +32,7 @@ class LoadReport:
 
     quantized: Counter = field(default_factory=Counter)  # (from fmt, to fmt) -> linear layers
     kept_float: int = 0  # float linear layers left float by the rule
+    not_quantizable: list = field(default_factory=list)  # rows not a whole number of blocks
     fused_qkv: int = 0
     fused_gate_up: int = 0
     weight_bytes: int = 0  # bytes of the prepared weights the kernels read
@@ -45,6 +46,9 @@ class LoadReport:
         out = [f"Quantized {n} linear layers {a.upper()} -> {b.upper()}" for (a, b), n in sorted(self.quantized.items())]
         if not self.quantized:
             out.append("Quantized 0 linear layers")
+        if self.not_quantizable:
+            out.append(f"Kept {len(self.not_quantizable)} linear layers unquantized: rows not a multiple of "
+                       f"the block size ({', '.join(self.not_quantizable[:3])}{', ...' if len(self.not_quantizable) > 3 else ''})")
         out.append(f"Fused {self.fused_qkv} QKV projection triples")
         out.append(f"Fused {self.fused_gate_up} gate+up projection pairs")
         out.append(f"Weights {self.weight_bytes / 2**20:.1f} MiB")
@@ -96,9 +100,10 @@ class WeightLoader:
         if t.fmt == target.name:  # already in the target format: nothing to redo
             self.report.weight_bytes += t.data.nbytes
             return t.data, t.fmt
-        if cols % target.block_size:
-            raise FormatError(f"{t.source}: tensor {t.name!r} has {cols} columns, not a multiple of "
-                              f"{target.block_size}: it cannot be quantized to {target.name.upper()}")
+        if cols % target.block_size:  # no whole blocks: the layer stays as it is, and says so
+            self.report.not_quantizable.append(t.name)
+            self.report.weight_bytes += t.data.nbytes
+            return t.data, t.fmt
         values = t.f32() if float_weight else dequantize_ref(t.fmt, t.data)
         data = quantize_ref(target.name, np.ascontiguousarray(values, dtype=np.float32))
         data.flags.writeable = False
@@ -119,9 +124,31 @@ class WeightLoader:
         """Linears on the same input, fused into one matrix (traced as `op`) when the
         options allow and their formats agree: Q/K/V ("qkv"), gate+up ("ffn_gate_up")."""
         parts = [self.linear(n, r, cols, o) for n, r, o in zip(names, rows, part_ops)]
-        if not self.options.fuse or len({p.fmt for p in parts}) != 1:
+        return self._fuse(parts, op)
+
+    def split(self, name: str, rows: list[int], cols: int, op: str, part_ops: list[str],
+              bias: str | None = None) -> LinearGroup:
+        """A matrix the file stores fused (GPT-2's c_attn: Q, K, V rows stacked) as its
+        parts: the quantization rule sees each part's own shape, as it would unfused
+        (so GPT-2's 768 x 768 projections stay float at threshold 1024), and the parts
+        are fused again under the same conditions as `group` (no bias)."""
+        t = self._matrix(name, sum(rows), cols)
+        b = self.src.vector(bias, sum(rows)) if bias is not None else None
+        edges = np.cumsum([0] + rows).tolist()
+        parts = []
+        for (a, z), part_op in zip(zip(edges, edges[1:]), part_ops):
+            piece = Tensor(f"{name}[{part_op}]", t.fmt, (z - a, cols), t.data[a:z], t.source)
+            data, fmt = self._prepare(piece)
+            parts.append(Linear(piece.name, fmt, np.ascontiguousarray(data), z - a, cols, part_op,
+                                None if b is None else b[a:z]))
+        return self._fuse(parts, op)
+
+    def _fuse(self, parts: list[Linear], op: str) -> LinearGroup:
+        if not self.options.fuse or len({p.fmt for p in parts}) != 1 or any(p.bias is not None for p in parts):
             return LinearGroup(parts, None)
-        fused = Linear("+".join(names), parts[0].fmt, np.concatenate([p.w for p in parts]), sum(rows), cols, op)
+        name = "+".join(p.name for p in parts)
+        fused = Linear(name, parts[0].fmt, np.concatenate([p.w for p in parts]), sum(p.rows for p in parts),
+                       parts[0].cols, op)
         if op == "qkv":
             self.report.fused_qkv += 1
         else:
