@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench import models
+from workbench.engine.evaluate import Scores, teacher_forced
 from workbench.engine.generator import Generation, generate
 from workbench.engine.sampling import SamplingParams
 from workbench.engine.options import UNSET, RunOptions, resolve_options
@@ -119,6 +120,16 @@ class Model:
         set_threads(self.threads)
         return generate(self.net, self.state, self.tokenizer, ids, max_tokens, params, tuple(stop), on_token,
                         current_tracer())
+
+    def score(self, text: str | Sequence[int], max_tokens: int | None = None) -> Scores:
+        """Teacher-forced scores of `text` (or token ids): the argmax and log p(next) at
+        every position, for top-1 agreement between models and perplexity. Empties the
+        KV cache before and after."""
+        ids = self.tokenizer.encode(text) if isinstance(text, str) else list(text)
+        if max_tokens is not None:
+            ids = ids[: _check_int("max_tokens", max_tokens, 2)]
+        set_threads(self.threads)
+        return teacher_forced(self.net, self.state, ids)
 
     # Step-level access, for widgets and notebooks.
     def reset(self) -> None:
