@@ -16,7 +16,8 @@ import numpy as np
 
 from workbench import models
 from workbench.engine.evaluate import Scores, teacher_forced
-from workbench.engine.generator import Generation, generate
+from workbench.engine.generator import Generation, Stepper
+from workbench.engine.generator import run as generate_from
 from workbench.engine.sampling import SamplingParams
 from workbench.engine.options import UNSET, RunOptions, resolve_options
 from workbench.errors import ParameterError
@@ -103,23 +104,49 @@ class Model:
         on_token: Callable[[str, int], None] | None = None,
         stop: Sequence[str] = (),
         chat: bool = False,
+        truncate: bool = False,
     ) -> Generation:
-        """Generate text after `prompt`; greedy at temperature 0. See `Generation`."""
+        """Generate text after `prompt`; greedy at temperature 0. See `Generation`.
+
+        A prompt longer than the context is an error unless `truncate`, which keeps its
+        last tokens (and the BOS token when the tokenizer adds one)."""
+        stepper = self.start(prompt, max_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, chat,
+                             truncate)
+        return generate_from(stepper, on_token, current_tracer())
+
+    def start(
+        self,
+        prompt: str,
+        max_tokens: int = 128,
+        temperature: float = 0.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+        repetition_penalty: float = 1.0,
+        seed: int | None = None,
+        stop: Sequence[str] = (),
+        chat: bool = False,
+        truncate: bool = False,
+    ) -> Stepper:
+        """A generation to advance token by token with `.step()` (widgets: draw between
+        steps, stop at any point; the model stays usable). Arguments as `generate`."""
         params = SamplingParams(temperature, top_k, top_p, repetition_penalty, seed=seed)
         max_tokens = _check_int("max_tokens", max_tokens, 1)
         if isinstance(stop, str):
             stop = (stop,)
-        if any(not isinstance(s, str) or not s for s in stop):
+        if not isinstance(stop, (list, tuple)) or any(not isinstance(s, str) or not s for s in stop):
             raise ParameterError(f"stop must be a list of non-empty strings, got {stop!r}")
         ids = self.encode_prompt(prompt, chat)
         if len(ids) >= self.n_ctx:
-            raise ParameterError(
-                f"the prompt is {len(ids)} tokens but the context holds {self.n_ctx} "
-                f"(model limit {self.config.context_length}; load with a larger n_ctx or shorten the prompt)"
-            )
+            if not truncate:
+                raise ParameterError(
+                    f"the prompt is {len(ids)} tokens but the context holds {self.n_ctx} (model limit "
+                    f"{self.config.context_length}; load with a larger n_ctx, shorten the prompt, or pass truncate=True)"
+                )
+            keep = self.n_ctx - 1
+            bos = self.tokenizer.bos_id
+            ids = [ids[0]] + ids[len(ids) - keep + 1 :] if ids[0] == bos and bos is not None else ids[-keep:]
         set_threads(self.threads)
-        return generate(self.net, self.state, self.tokenizer, ids, max_tokens, params, tuple(stop), on_token,
-                        current_tracer())
+        return Stepper(self.net, self.state, self.tokenizer, ids, max_tokens, params, tuple(stop))
 
     def score(self, text: str | Sequence[int], max_tokens: int | None = None) -> Scores:
         """Teacher-forced scores of `text` (or token ids): the argmax and log p(next) at

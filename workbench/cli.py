@@ -124,8 +124,6 @@ def _generate(args) -> int:
     from workbench.trace import step_summary
 
     model = _load(args)
-    if not args.json:
-        _print_load_report(model)
     on_token = None
     if args.stream and not args.json:
         sys.stdout.write(args.prompt)
@@ -155,6 +153,7 @@ def _generate(args) -> int:
         print()
     else:
         print(args.prompt + gen.text)
+    _print_load_report(model)
     print(f"\n[{model.path.name}] prompt {len(gen.prompt_tokens)} tokens at {gen.prefill_tok_s:.1f} tok/s, "
           f"generated {len(gen.tokens)} tokens at {gen.decode_tok_s:.1f} tok/s "
           f"({model.threads} thread{'s' if model.threads > 1 else ''}, stop: {gen.finish_reason})", file=sys.stderr)
@@ -234,8 +233,6 @@ def _trace(args) -> int:
     if not out.parent.is_dir():
         raise ParameterError(f"--out {out}: directory {out.parent} does not exist")
     model = _load(args)
-    if not args.json:
-        _print_load_report(model)
     # Untraced warm-up: the first call of each kernel loads it from numba's cache, which
     # is not what a trace should show.
     model.generate(args.prompt, max_tokens=2, chat=args.chat)
@@ -264,6 +261,7 @@ def _trace(args) -> int:
     print(f"[{model.path.name}] {len(gen.prompt_tokens)} prompt tokens, {len(gen.tokens)} generated at "
           f"{gen.decode_tok_s:.1f} tok/s traced ({model.threads} thread{'s' if model.threads > 1 else ''}); "
           f"{len(tracer.spans)} spans -> {out}")
+    _print_load_report(model)
     print(_format_summary(summary))
     if roof is not None:
         print(f"\nper decode step, against {gbps:.1f} GB/s (read, {model.threads} threads; workbench bench --membw):")

@@ -74,6 +74,81 @@ class TextStream:
         return piece
 
 
+class Stepper:
+    """One generation advanced a token at a time, for callers that must do something
+    between tokens (a widget drawing a chart, a Stop button): `step()` samples the next
+    token from the last logits, runs it through the model so the following step has
+    logits, and returns (piece, token id), or None once finished (`finish_reason` then
+    says why). `generate` is this loop run to the end."""
+
+    def __init__(self, model, state, tokenizer, prompt_ids: list[int], max_tokens: int, params: SamplingParams,
+                 stop: tuple[str, ...] = ()):
+        self.model, self.state, self.tokenizer = model, state, tokenizer
+        self.prompt_ids, self.max_tokens, self.stop = list(prompt_ids), max_tokens, stop
+        self.sampler = Sampler(params)
+        self.stream = TextStream(tokenizer)
+        self.stop_ids = set(tokenizer.stop_ids)
+        self.context = list(prompt_ids)
+        self.tokens: list[int] = []
+        self.step_seconds: list[float] = []
+        self.prefill_seconds = 0.0
+        self.finish_reason: str | None = None
+        self._logits = None
+
+    @property
+    def done(self) -> bool:
+        return self.finish_reason is not None
+
+    def prefill(self, tracer=NULL_TRACER) -> None:
+        """Run the prompt from an empty cache (the first `step` does it if not done)."""
+        state = self.state
+        state.cache.reset()
+        t0 = time.perf_counter()
+        with tracer.span("prefill", kind="step", tokens=len(self.prompt_ids)):
+            for b in range(0, len(self.prompt_ids), state.n_batch):
+                batch = np.asarray(self.prompt_ids[b : b + state.n_batch], dtype=np.int64)
+                self._logits = self.model.forward(batch, state, tracer)
+        self.prefill_seconds = time.perf_counter() - t0
+
+    def step(self, tracer=NULL_TRACER) -> tuple[str, int] | None:
+        if self.done:
+            return None
+        if self._logits is None:
+            self.prefill(tracer)
+        with tracer.span("sample", kind="block"):
+            token = self.sampler(self._logits, self.context)
+        if token in self.stop_ids:
+            self.finish_reason = "stop"
+            return None
+        self.tokens.append(token)
+        self.context.append(token)
+        piece = self.stream.push(token)
+        cache = self.state.cache
+        if self.stop and any(s in self.stream.text for s in self.stop):
+            self.finish_reason = "stop"
+        elif len(self.tokens) >= self.max_tokens:
+            self.finish_reason = "length"
+        elif cache.n_used >= cache.n_ctx:
+            self.finish_reason = "context"
+        else:
+            t1 = time.perf_counter()
+            with tracer.span(f"decode_step[{len(self.step_seconds)}]", kind="step", tokens=1):
+                self._logits = self.model.forward(np.asarray([token], dtype=np.int64), self.state, tracer)
+            self.step_seconds.append(time.perf_counter() - t1)
+        return piece, token
+
+    def result(self) -> Generation:
+        """The generation so far (finish_reason "stopped" if it was left unfinished)."""
+        text = self.stream.text
+        if self.finish_reason == "stop":
+            for s in self.stop:
+                if s in text:
+                    text = text[: text.index(s)]
+        return Generation(text, list(self.prompt_ids), list(self.tokens), self.finish_reason or "stopped",
+                          self.prefill_seconds, sum(self.step_seconds), len(self.step_seconds),
+                          list(self.step_seconds))
+
+
 def generate(
     model,
     state,
@@ -86,55 +161,14 @@ def generate(
     tracer=NULL_TRACER,
 ) -> Generation:
     """Generate up to `max_tokens` tokens after `prompt_ids` (which must fit the cache)."""
-    sampler = Sampler(params)
-    stream = TextStream(tokenizer)
-    cache = state.cache
-    cache.reset()
-    stop_ids = set(tokenizer.stop_ids)
-    context = list(prompt_ids)
-    out: list[int] = []
-    step_seconds: list[float] = []
-    finish = "length"
+    return run(Stepper(model, state, tokenizer, prompt_ids, max_tokens, params, stop), on_token, tracer)
 
+
+def run(stepper: Stepper, on_token: Callable[[str, int], None] | None = None, tracer=NULL_TRACER) -> Generation:
+    """Advance `stepper` to the end, handing each piece to `on_token`."""
     with tracer.span("generate", kind="root"):
-        t0 = time.perf_counter()
-        with tracer.span("prefill", kind="step", tokens=len(prompt_ids)):
-            for b in range(0, len(prompt_ids), state.n_batch):
-                batch = np.asarray(prompt_ids[b : b + state.n_batch], dtype=np.int64)
-                logits = model.forward(batch, state, tracer)
-        prefill_seconds = time.perf_counter() - t0
-
-        decode_seconds = 0.0
-        step = 0
-        while True:
-            with tracer.span("sample", kind="block"):
-                token = sampler(logits, context)
-            if token in stop_ids:
-                finish = "stop"
-                break
-            out.append(token)
-            context.append(token)
-            piece = stream.push(token)
+        stepper.prefill(tracer)
+        while (out := stepper.step(tracer)) is not None:
             if on_token is not None:
-                on_token(piece, token)
-            if stop and any(s in stream.text for s in stop):
-                finish = "stop"
-                break
-            if len(out) >= max_tokens:
-                break
-            if cache.n_used >= cache.n_ctx:
-                finish = "context"
-                break
-            t1 = time.perf_counter()
-            with tracer.span(f"decode_step[{step}]", kind="step", tokens=1):
-                logits = model.forward(np.asarray([token], dtype=np.int64), state, tracer)
-            dt = time.perf_counter() - t1
-            step_seconds.append(dt)
-            decode_seconds += dt
-            step += 1
-
-    text = stream.text
-    for s in stop:
-        if finish == "stop" and s in text:
-            text = text[: text.index(s)]
-    return Generation(text, list(prompt_ids), out, finish, prefill_seconds, decode_seconds, step, step_seconds)
+                on_token(*out)
+    return stepper.result()
