@@ -8,6 +8,7 @@ here, so that a trace too coarse or too short for a chart fails with a
 
 from __future__ import annotations
 
+import numbers
 import os
 
 from workbench.errors import ParameterError
@@ -43,9 +44,7 @@ def as_tracer(trace) -> Tracer:
 
 def require_level(tracer, level: str, chart: str) -> None:
     """Raise unless `tracer` recorded spans down to `level` ("layer" or "op")."""
-    if LEVELS.index(tracer.level) < LEVELS.index(level) or not any(s.kind == level or
-                                                                   (level == "layer" and s.kind == "block")
-                                                                   for s in tracer.spans):
+    if LEVELS.index(tracer.level) < LEVELS.index(level) or not any(s.kind == level for s in tracer.spans):
         raise ParameterError(f"{chart} needs {level} spans, and this trace was recorded at "
                              f"level={tracer.level!r}: record it with workbench.trace(level={level!r})")
 
@@ -111,6 +110,10 @@ def categories(spans, index: int) -> dict[int, str]:
     return out
 
 
+def is_positive(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0
+
+
 def roof(tracer, roof_gbs: float | None, required: bool, chart: str) -> float | None:
     """`roof_gbs`, else the `read_gbps` the trace's meta records (`workbench trace` puts it
     there), else None, or an error when the chart cannot go without it."""
@@ -121,7 +124,7 @@ def roof(tracer, roof_gbs: float | None, required: bool, chart: str) -> float | 
                                  "workbench.machine_bandwidth().gbps('read', model.threads)); this trace's "
                                  "meta records no read_gbps")
         return None
-    if not isinstance(value, (int, float)) or not value > 0:
+    if not is_positive(value):
         raise ParameterError(f"roof_gbs must be a positive number of GB/s, got {value!r}")
     return float(value)
 
@@ -152,6 +155,6 @@ def op_table(tracer, phase: str, chart: str):
 
 def phase_title(tracer, phase: str, n_steps: int) -> str:
     if phase == "prefill":
-        tokens = sum(tracer.spans[i].attrs.get("tokens", 0) for i in steps(tracer, "prefill"))
-        return f"prefill ({tokens} tokens)"
+        tokens = [tracer.spans[i].attrs.get("tokens", 0) for i in steps(tracer, "prefill")]
+        return f"prefill ({tokens[0]} tokens)" if n_steps == 1 else f"prefill (mean of {n_steps}, {sum(tokens)} tokens)"
     return f"decode (mean of {n_steps} steps)"
