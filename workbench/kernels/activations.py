@@ -1,7 +1,8 @@
-"""Gated activations of the feed-forward block.
+"""Activations of the feed-forward block.
 
 `gate_up` is the (T, 2*d_ff) output of the fused gate+up projection, or two separate
-arrays; the result is act(gate) * up written into `out` (T, d_ff).
+arrays; the result is act(gate) * up written into `out` (T, d_ff). `gelu_tanh_f32` is
+the ungated one of GPT-2 (out = gelu_tanh(x), float32, transformers' order of operations).
 
 `geglu_tanh_table_f32` is GELU the way ggml's CPU backend computes it (GGML_GELU_FP16):
 gate rounded to half, looked up in a 65,536-entry table of half-rounded results. It
@@ -43,6 +44,22 @@ swiglu_f32 = njit_serial(_swiglu)
 swiglu_f32_parallel = njit_parallel(_swiglu)
 geglu_tanh_f32 = njit_serial(_geglu_tanh)
 geglu_tanh_f32_parallel = njit_parallel(_geglu_tanh)
+
+
+def _gelu_tanh(out, x):
+    # out (T, n) = gelu_tanh(x) (GPT-2's "gelu_new"), ungated, every step in float32 and in
+    # transformers' NewGELUActivation order, 0.5x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 x^3))),
+    # so values round as torch's do (x^3 as x*x*x, as torch.pow(x, 3.0) computes it)
+    T, n = out.shape
+    for t in prange(T):
+        for i in range(n):
+            v = x[t, i]
+            inner = _SQRT_2_OVER_PI * (v + np.float32(0.044715) * (v * v * v))
+            out[t, i] = np.float32(0.5) * v * (np.float32(1.0) + np.tanh(inner))
+
+
+gelu_tanh_f32 = njit_serial(_gelu_tanh)
+gelu_tanh_f32_parallel = njit_parallel(_gelu_tanh)
 
 
 def _gelu_tanh_f16_table() -> np.ndarray:

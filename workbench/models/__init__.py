@@ -5,11 +5,12 @@ from workbench.formats.hf import HFDirectory
 from workbench.formats.weights import GGUFWeights
 from workbench.models.config import ModelConfig
 from workbench.models.gemma3 import Gemma3
+from workbench.models.gpt2 import GPT2
 from workbench.models.llama import Llama
 from workbench.nn.loader import WeightLoader
 from workbench.nn.options import WeightOptions
 
-ARCHITECTURES = {"llama": Llama, "gemma3": Gemma3}
+ARCHITECTURES = {"llama": Llama, "gemma3": Gemma3, "gpt2": GPT2}
 DEFAULT_N_CTX = 2048  # positions a session holds unless asked (capped by the model's limit)
 _TIED_BY_DEFAULT = {"llama": False, "gemma3": True, "gemma3_text": True, "gpt2": True}  # transformers' defaults
 

@@ -1,5 +1,5 @@
 """Element-wise steps of a block that models would otherwise write inline: the residual
-add and the gated activation of the FFN, each as one traced op.
+add and the (gated or plain) activation of the FFN, each as one traced op.
 
 They exist so that a traced step accounts for all of its time (an untraced `x += proj`
 is time that no op owns) while an untraced one still costs nothing extra: the span and
@@ -33,4 +33,15 @@ def gated_act(kernel, out: np.ndarray, gate: np.ndarray, up: np.ndarray, flops_p
             kernel(out, gate, up)
     else:
         kernel(out, gate, up)
+    return out
+
+
+def act(kernel, out: np.ndarray, x: np.ndarray, flops_per_value: int, tracer=NULL_TRACER,
+        op: str = "ffn_act") -> np.ndarray:
+    """out = act(x) through `kernel(out, x)` (GPT-2's tanh GELU); out may be x."""
+    if tracer.ops:
+        with tracer.span(op, kind="op", fmt="f32", shape=x.shape, bytes=2 * x.nbytes, flops=flops_per_value * x.size):
+            kernel(out, x)
+    else:
+        kernel(out, x)
     return out

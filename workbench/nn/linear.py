@@ -78,12 +78,12 @@ class LinearGroup:
 
 
 class Embedding:
-    """Rows of a (vocab, d) table, dequantized on lookup."""
+    """Rows of a (vocab, d) table, dequantized on lookup (traced as `op`)."""
 
-    __slots__ = ("name", "fmt", "w", "vocab", "dim")
+    __slots__ = ("name", "fmt", "w", "vocab", "dim", "op")
 
-    def __init__(self, name: str, fmt: str, w: np.ndarray, vocab: int, dim: int):
-        self.name, self.fmt, self.w, self.vocab, self.dim = name, fmt, w, vocab, dim
+    def __init__(self, name: str, fmt: str, w: np.ndarray, vocab: int, dim: int, op: str = "embedding_lookup"):
+        self.name, self.fmt, self.w, self.vocab, self.dim, self.op = name, fmt, w, vocab, dim, op
 
     @property
     def nbytes(self) -> int:
@@ -92,7 +92,7 @@ class Embedding:
     def __call__(self, out: np.ndarray, ids: np.ndarray, tracer=NULL_TRACER) -> np.ndarray:
         if tracer.ops:
             row_bytes = self.w.shape[1]
-            with tracer.span("embedding_lookup", kind="op", weight=self.name, fmt=self.fmt, shape=(len(ids), self.dim),
+            with tracer.span(self.op, kind="op", weight=self.name, fmt=self.fmt, shape=(len(ids), self.dim),
                              bytes=len(ids) * row_bytes + out.nbytes, weight_bytes=len(ids) * row_bytes, flops=0):
                 return get_rows(out, self.w, ids, self.fmt, self.name)
         return get_rows(out, self.w, ids, self.fmt, self.name)

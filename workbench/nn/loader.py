@@ -155,10 +155,10 @@ class WeightLoader:
             self.report.fused_gate_up += 1
         return LinearGroup(parts, fused)
 
-    def embedding(self, name: str, vocab: int, dim: int) -> Embedding:
+    def embedding(self, name: str, vocab: int, dim: int, op: str = "embedding_lookup") -> Embedding:
         t = self._matrix(name, vocab, dim)
         self.report.weight_bytes += t.data.nbytes
-        return Embedding(name, t.fmt, t.data, vocab, dim)
+        return Embedding(name, t.fmt, t.data, vocab, dim, op)
 
     def tied_head(self, embedding: Embedding) -> Linear:
         """The lm_head of tied embeddings: the same tensor, prepared as a linear layer

@@ -1,0 +1,313 @@
+"""GPT-2 (issue 3): its kernels against numpy references, the model against transformers.
+
+The model is the seeded tiny GPT-2 in data/tiny-gpt2 (scripts/make_tiny_gpt2.py), the
+reference tests/golden/tiny_gpt2.json (transformers 5.23, float32): the top-20 logits at
+every prompt position, the full logits at the last 3, and 16 greedy tokens per prompt.
+
+Tolerances, measured on this fixture:
+- The issue asks for logits within 1e-4 of transformers. With llama.cpp's f16 KV cache
+  (q, k, v and the attention probabilities rounded to half) the distance is 4.3e-3, fed
+  as one batch or token by token: each half rounding moves a value by up to 2**-11 of
+  itself. `F16_KV_ATOL` bounds that; the 1e-4 check itself is kept as a strict xfail, so
+  it turns into a failure to update the day an f32 KV cache lands.
+- With the attention replaced by a float32 numpy one (`F32Attention`, the reference an
+  f32 KV cache would match) every other op of the model is checked at the issue's 1e-4:
+  measured 5.8e-6, batch and token by token.
+- Through the cache (prefill, then one token at a time) against a fresh forward of the
+  whole prefix: 1.4e-5; different kernel orders for 1 and for T rows flip the odd half
+  rounding, hence `CACHE_ATOL`.
+Greedy tokens must be equal: the reference's smallest top-2 margin over them is 0.011.
+"""
+
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+import workbench
+import workbench.models.gpt2 as gpt2_module
+from workbench.errors import ParameterError, ShapeError, WorkbenchError
+from workbench.formats.hf import HFDirectory
+from workbench.kernels.activations import gelu_tanh_f32, gelu_tanh_f32_parallel
+from workbench.kernels.norms import layernorm_f32, layernorm_f32_parallel
+from workbench.models import build
+from workbench.nn.norms import LayerNorm
+from workbench.trace import Tracer
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL_DIR = ROOT / "data" / "tiny-gpt2"
+GOLDEN = json.loads((ROOT / "tests" / "golden" / "tiny_gpt2.json").read_text())
+CASES = GOLDEN["cases"]
+
+ISSUE_ATOL = 1e-4  # the issue's tolerance against transformers
+F16_KV_ATOL = 1e-2  # measured 4.3e-3: what the f16 KV cache alone costs (module docstring)
+CACHE_ATOL = 2e-3  # cache path vs fresh prefix: measured 1.4e-5, up to ~1e-3 from half-rounding flips
+
+
+# --- kernels: numpy references and parity ---------------------------------------------
+
+
+def layernorm_ref(x, w, b, eps):
+    x64 = x.astype(np.float64)
+    mean = x64.mean(axis=1, keepdims=True)
+    return (x64 - mean) / np.sqrt(x64.var(axis=1, keepdims=True) + eps) * w + b
+
+
+def gelu_tanh_ref(x):
+    x64 = x.astype(np.float64)
+    return 0.5 * x64 * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x64 + 0.044715 * x64**3)))
+
+
+@pytest.mark.parametrize("kernel", [layernorm_f32, layernorm_f32_parallel])
+@pytest.mark.parametrize("offset", [0.0, 30.0])  # a large mean: the two-pass variance must not cancel
+def test_layernorm_kernel_matches_numpy(kernel, offset):
+    rng = np.random.default_rng(0)
+    x = (rng.standard_normal((7, 768)) * 3 + offset).astype(np.float32)
+    w = (1 + 0.1 * rng.standard_normal(768)).astype(np.float32)
+    b = (0.1 * rng.standard_normal(768)).astype(np.float32)
+    out = np.empty_like(x)
+    kernel(out, x, w, b, np.float32(1e-5))
+    np.testing.assert_allclose(out, layernorm_ref(x, w, b, 1e-5), rtol=2e-6, atol=2e-6)
+
+
+def test_layernorm_layer_checks_shapes():
+    w, b = np.ones(64, np.float32), np.zeros(64, np.float32)
+    norm = LayerNorm(w, b, 1e-5, "attn_norm")
+    x = np.random.default_rng(1).standard_normal((3, 64)).astype(np.float32)
+    np.testing.assert_allclose(norm(np.empty_like(x), x), layernorm_ref(x, w, b, 1e-5), atol=2e-6)
+    for out, xx in [(np.empty((3, 63), np.float32), x[:, :63]), (np.empty((2, 64), np.float32), x),
+                    (np.empty((3, 64), np.float32), x.astype(np.float64))]:
+        with pytest.raises(ShapeError, match="attn_norm"):
+            norm(out, xx)
+    with pytest.raises(WorkbenchError, match="ffn_norm"):
+        LayerNorm(w, np.zeros(63, np.float32), 1e-5, "ffn_norm")
+
+
+@pytest.mark.parametrize("kernel", [gelu_tanh_f32, gelu_tanh_f32_parallel])
+def test_gelu_tanh_kernel_matches_numpy(kernel):
+    x = np.concatenate([np.linspace(-12, 12, 4000), np.random.default_rng(2).standard_normal(2000) * 3])
+    x = x.astype(np.float32).reshape(3, -1)
+    out = np.empty_like(x)
+    kernel(out, x)
+    np.testing.assert_allclose(out, gelu_tanh_ref(x), rtol=1e-6, atol=1e-7)
+    kernel(x, x)  # in place, as the model runs it
+    np.testing.assert_array_equal(x, out)
+
+
+# --- the model against transformers ---------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def net():
+    return build(HFDirectory.open(MODEL_DIR))
+
+
+def prompt_logits(net, ids, by_token: bool) -> list[np.ndarray]:
+    """Logits at every position of `ids`: token by token through the cache, or as one
+    batch per prefix (forward returns the last position's only)."""
+    state = net.new_state()
+    if by_token:
+        return [net.forward(np.array([t]), state).copy() for t in ids]
+    out = []
+    for t in range(len(ids)):
+        state.cache.reset()
+        out.append(net.forward(np.array(ids[: t + 1]), state).copy())
+    return out
+
+
+def golden_error(case, logits: list[np.ndarray]) -> float:
+    """Largest |ours - transformers| over the golden's top-20 at every position and its
+    full rows; a logit of ours outside its top-20 may not exceed its 20th by more."""
+    worst = 0.0
+    for t, (ours, ref) in enumerate(zip(logits, case["top20"])):
+        worst = max(worst, float(np.abs(ours[ref["ids"]] - np.asarray(ref["logits"])).max()))
+        others = np.delete(ours, ref["ids"])
+        worst = max(worst, float(others.max() - ref["logits"][-1]))
+        if str(t) in case["logits_last"]:
+            worst = max(worst, float(np.abs(ours - np.asarray(case["logits_last"][str(t)])).max()))
+    return worst
+
+
+def max_golden_error(net, by_token: bool) -> float:
+    return max(golden_error(c, prompt_logits(net, c["prompt_tokens"], by_token)) for c in CASES)
+
+
+@pytest.mark.parametrize("by_token", [False, True], ids=["batch", "per_token"])
+def test_logits_match_transformers_within_f16_kv_budget(net, by_token):
+    assert max_golden_error(net, by_token) < F16_KV_ATOL
+
+
+@pytest.mark.xfail(strict=True, reason="f16 KV cache: measured 4.3e-3 against transformers; "
+                                       "1e-4 needs an f32 KV option (see the module docstring)")
+def test_logits_match_transformers_at_issue_tolerance(net):
+    assert max(max_golden_error(net, False), max_golden_error(net, True)) < ISSUE_ATOL
+
+
+class F32Attention:
+    """`nn.attention.attend` in float32 numpy, K/V kept in float32: the reference for
+    everything but the f16 cache. Its own cache per layer, keyed by the layer's slice."""
+
+    def __init__(self):
+        self.caches = {}
+
+    def __call__(self, out, q, k, v, k_cache, v_cache, pos0, scale, window, probs, tracer=None):
+        T = q.shape[0]
+        layer = k_cache.__array_interface__["data"][0]
+        if layer not in self.caches:
+            shape = (k_cache.shape[1], *k.shape[1:])  # (n_pos, H, hd)
+            self.caches[layer] = (np.zeros(shape, np.float32), np.zeros(shape, np.float32))
+        kc, vc = self.caches[layer]
+        kc[pos0 : pos0 + T], vc[pos0 : pos0 + T] = k, v
+        keys, values = kc[: pos0 + T].transpose(1, 0, 2), vc[: pos0 + T].transpose(1, 0, 2)  # (H, n, hd)
+        s = np.einsum("thd,hnd->htn", q, keys) * np.float32(scale)
+        s[:, np.arange(pos0 + T)[None, :] > pos0 + np.arange(T)[:, None]] = -np.inf  # causal
+        p = np.exp(s - s.max(axis=-1, keepdims=True))
+        p /= p.sum(axis=-1, keepdims=True)
+        out[:] = np.einsum("htn,hnd->thd", p, values)
+        return out
+
+
+@pytest.mark.parametrize("by_token", [False, True], ids=["batch", "per_token"])
+def test_logits_match_transformers_with_f32_attention(net, monkeypatch, by_token):
+    monkeypatch.setattr(gpt2_module, "attend", F32Attention())
+    assert max_golden_error(net, by_token) < ISSUE_ATOL
+
+
+def test_greedy_tokens_match_transformers(net):
+    state = net.new_state()
+    for case in CASES:
+        state.cache.reset()
+        logits, got = net.forward(np.array(case["prompt_tokens"]), state), []
+        for _ in case["greedy"]:
+            got.append(int(np.argmax(logits)))
+            logits = net.forward(np.array(got[-1:]), state)
+        assert got == case["greedy"], case["prompt"]
+
+
+def test_cache_path_matches_fresh_prefix(net):
+    cached_state, fresh_state = net.new_state(), net.new_state()
+    for case in CASES:
+        seq, n_prompt = case["prompt_tokens"] + case["greedy"], len(case["prompt_tokens"])
+        cached_state.cache.reset()
+        cached = net.forward(np.array(seq[:n_prompt]), cached_state).copy()
+        for t in range(n_prompt, len(seq) + 1):
+            fresh_state.cache.reset()
+            fresh = net.forward(np.array(seq[:t]), fresh_state)
+            np.testing.assert_allclose(cached, fresh, rtol=0, atol=CACHE_ATOL)
+            assert np.argmax(cached) == np.argmax(fresh)
+            if t < len(seq):
+                cached = net.forward(np.array(seq[t : t + 1]), cached_state).copy()
+
+
+def test_positions_are_limited_to_n_positions(net):
+    assert net.n_ctx == net.config.context_length == 128
+    state = net.new_state()
+    net.forward(np.zeros(128, np.int64), state)
+    with pytest.raises(ParameterError, match="context of 128"):
+        net.forward(np.zeros(1, np.int64), state)
+    with pytest.raises(ParameterError, match="n_ctx"):
+        build(HFDirectory.open(MODEL_DIR), n_ctx=129)
+
+
+def test_trace_spans_and_same_logits(net):
+    ids = np.array(CASES[0]["prompt_tokens"])
+    state = net.new_state()
+    plain = net.forward(ids, state).copy()
+    tracer = Tracer(level="op")
+    state.cache.reset()
+    traced = net.forward(ids, state, tracer)
+    np.testing.assert_array_equal(traced, plain)  # traced attention runs as four kernels, same bits
+    paths = [s.path for s in tracer.spans]
+    for path in ["embedding/embedding_lookup", "embedding/position_embd", "embedding/position_add",
+                 "layer[0]/attn/attn_norm", "layer[0]/attn/q", "layer[0]/attn/v", "layer[0]/attn/scores", "layer[0]/attn/attn_output",
+                 "layer[1]/ffn/ffn_norm", "layer[1]/ffn/ffn_up", "layer[1]/ffn/ffn_act", "layer[1]/ffn/ffn_down",
+                 "output_norm/output_norm", "lm_head/output"]:
+        assert any(p.endswith(path) for p in paths), path
+
+
+# --- load errors: each names the file and the tensor ------------------------------------
+
+
+@pytest.fixture
+def model_copy(tmp_path):
+    d = tmp_path / "tiny-gpt2"
+    shutil.copytree(MODEL_DIR, d)
+    return d
+
+
+def edit_tensors(d: Path, edit) -> None:
+    tensors = load_file(d / "model.safetensors")
+    edit(tensors)
+    save_file(tensors, d / "model.safetensors")
+
+
+def test_missing_tensor(model_copy):
+    edit_tensors(model_copy, lambda t: t.pop("transformer.h.1.mlp.c_fc.bias"))
+    with pytest.raises(WorkbenchError) as e:
+        workbench.load(model_copy)
+    assert str(model_copy) in str(e.value) and "blk.1.ffn_up.bias" in str(e.value)
+
+
+def test_wrong_shape(model_copy):
+    wrong = np.zeros((64, 191), np.float32)  # Conv1D (in, out) with one output short
+    edit_tensors(model_copy, lambda t: t.update({"transformer.h.0.attn.c_attn.weight": wrong}))
+    with pytest.raises(WorkbenchError) as e:
+        workbench.load(model_copy)
+    assert str(model_copy) in str(e.value) and "blk.0.attn_qkv.weight" in str(e.value) and "191" in str(e.value)
+
+
+def test_unknown_model_type(model_copy):
+    config = json.loads((model_copy / "config.json").read_text())
+    (model_copy / "config.json").write_text(json.dumps(config | {"model_type": "gpt3"}))
+    with pytest.raises(WorkbenchError, match=r"config\.json.*'gpt3'"):
+        workbench.load(model_copy)
+
+
+def rewrite_header(f: Path, edit) -> None:
+    data = f.read_bytes()
+    (n,) = struct.unpack("<Q", data[:8])
+    header = edit(data[8 : 8 + n].decode()).encode()
+    f.write_bytes(struct.pack("<Q", len(header)) + header + data[8 + n :])
+
+
+def test_corrupt_safetensors_header_entry(model_copy):
+    name = "transformer.h.0.ln_1.bias"
+
+    def past_the_end(header: str) -> str:  # the tensor's data_offsets begin far beyond the file
+        at = header.index("data_offsets", header.index(name)) + len('data_offsets":[')
+        return header[:at] + "9999999" + header[at:]
+
+    rewrite_header(model_copy / "model.safetensors", past_the_end)
+    with pytest.raises(WorkbenchError) as e:
+        workbench.load(model_copy)
+    assert "model.safetensors" in str(e.value) and name in str(e.value)
+
+
+def test_corrupt_safetensors_header_json(model_copy):
+    rewrite_header(model_copy / "model.safetensors", lambda header: "{" + header[2:])
+    with pytest.raises(WorkbenchError, match=r"model\.safetensors"):
+        workbench.load(model_copy)
+
+
+# --- through the public API, with the vocab.json + merges.txt tokenizer -----------------
+
+
+@pytest.fixture(scope="module")
+def model():
+    return workbench.load(MODEL_DIR)
+
+
+def test_tokenizer_matches_transformers(model):
+    for case in CASES:
+        assert model.tokenizer.encode(case["prompt"]) == case["prompt_tokens"], case["prompt"]
+
+
+def test_generate_matches_transformers_greedy(model):
+    for case in CASES:
+        g = model.generate(case["prompt"], max_tokens=len(case["greedy"]))
+        assert g.prompt_tokens == case["prompt_tokens"]
+        assert g.tokens == case["greedy"], case["prompt"]
