@@ -112,10 +112,27 @@ def _parser() -> argparse.ArgumentParser:
                    help="skip the bandwidth roofline (measuring it takes a few seconds the first time)")
     t.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
 
-    b = sub.add_parser("bench", help="benchmarks of this machine")
+    b = sub.add_parser("bench", help="prefill/decode tok/s of models (llama-bench style), or --membw",
+                       description="Every SOURCE x thread count x test (ppN: N prompt tokens in one forward; "
+                                   "tgN: N one-token steps) runs once to warm up, then -r times.")
+    b.add_argument("sources", nargs="*", metavar="SOURCE", help="models to benchmark (catalog names, GGUF files, "
+                                                                "HF directories)")
+    b.add_argument("-p", "--n-prompt", default="32", metavar="N[,N...]", help="prompt lengths of ppN tests (0: none)")
+    b.add_argument("-n", "--n-gen", default="64", metavar="N[,N...]", help="token counts of tgN tests (0: none)")
+    b.add_argument("-t", "--threads", default=None, metavar="T[,T...]", help="thread counts (default: all of numba's)")
+    b.add_argument("-r", "--repetitions", default="5", metavar="R", help="timed repetitions per test (default 5)")
+    b.add_argument("--peer", choices=["llamacpp"], default=None,
+                   help="also run each test through llama.cpp (llama-cpp-python) on the same GGUF, interleaved")
+    from workbench.engine.options import PROFILES
+
+    b.add_argument("--profile", choices=list(PROFILES), default=None,
+                   help="workbench load profile (default optimized)")
+    out = b.add_mutually_exclusive_group()
+    out.add_argument("--md", action="store_true", help="markdown table (the default)")
+    out.add_argument("--json", action="store_true", help="a JSON list of records")
+    out.add_argument("--csv", action="store_true", help="CSV, one record a row")
     b.add_argument("--membw", action="store_true", help="STREAM-style memory bandwidth (read, copy, triad)")
-    b.add_argument("--refresh", action="store_true", help="measure again instead of reading the cache")
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--refresh", action="store_true", help="with --membw: measure again instead of reading the cache")
     return p
 
 
@@ -275,8 +292,12 @@ def _trace(args) -> int:
 def _bench(args) -> int:
     from workbench.errors import ParameterError
 
-    if not args.membw:
-        raise ParameterError("bench: say what to measure (--membw)")
+    if args.membw and args.sources:
+        raise ParameterError("bench: give SOURCEs to benchmark or --membw, not both")
+    if not args.membw and not args.sources:
+        raise ParameterError("bench: give one or more SOURCEs to benchmark, or --membw for the memory bandwidth")
+    if args.sources:
+        return _bench_models(args)
     from workbench.machine import cache_path, machine_bandwidth
 
     if args.refresh or not cache_path().is_file():
@@ -291,6 +312,74 @@ def _bench(args) -> int:
         print(f"{r['threads']:>7}{r['read']:>11.1f}{r['copy']:>11.1f}{r['triad']:>12.1f}")
     print(f"cache: {bw.path}", file=sys.stderr)
     return 0
+
+
+def _bench_models(args) -> int:
+    """`workbench bench SOURCE...`: records from workbench.bench, progress on stderr."""
+    from workbench.bench import iter_bench, parse_counts
+    from workbench.errors import ParameterError
+    from workbench.kernels.jit import max_threads
+
+    threads = parse_counts(args.threads, "-t/--threads", 1) if args.threads is not None else [max_threads()]
+    reps = parse_counts(args.repetitions, "-r/--repetitions", 1)
+    if len(reps) != 1:
+        raise ParameterError(f"-r/--repetitions takes one count, got {args.repetitions!r}")
+    records = []
+    for r in iter_bench(args.sources, n_prompt=parse_counts(args.n_prompt, "-p/--n-prompt"),
+                        n_gen=parse_counts(args.n_gen, "-n/--n-gen"), threads=threads, reps=reps[0],
+                        peer=args.peer, profile=args.profile):
+        peer = f" | llama.cpp {r.peer_tok_s:.2f} ± {r.peer_stdev:.2f}, ratio {r.ratio:.2f}" if r.peer else ""
+        print(f"[bench] {r.model} {r.test} t={r.threads}: {r.tok_s:.2f} ± {r.stdev:.2f} tok/s{peer}", file=sys.stderr)
+        records.append(r)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in records], indent=1))
+    elif args.csv:
+        print(_bench_csv(records), end="")
+    else:
+        print(_bench_markdown(records))
+    return 0
+
+
+def _bench_markdown(records) -> str:
+    """llama-bench's table: one row per record, provenance below."""
+    peer = next((r.peer for r in records if r.peer), None)
+    head = ["model", "quant", "size", "params", "threads", "test", "workbench t/s"]
+    if peer:
+        head += ["llama.cpp t/s", "ratio"]
+    lines = ["| " + " | ".join(head) + " |",
+             "|" + "|".join("---:" if h in ("size", "params", "threads") or "t/s" in h or h == "ratio" else "---"
+                            for h in head) + "|"]
+    for r in records:
+        quant = f"{r.quant} ({r.converted} at load)" if r.converted else r.quant
+        row = [r.model, quant, f"{r.size_bytes / 2**20:.1f} MiB", f"{r.n_params / 1e6:.1f} M", str(r.threads),
+               r.test, f"{r.tok_s:.2f} ± {r.stdev:.2f}"]
+        if peer:
+            row += [f"{r.peer_tok_s:.2f} ± {r.peer_stdev:.2f}", f"{r.ratio:.2f}"] if r.peer else ["", ""]
+        lines.append("| " + " | ".join(row) + " |")
+    first = records[0]
+    reps = sorted({len(r.samples) for r in records})
+    lines.append("")
+    lines.append(f"workbench {first.workbench} (commit {first.commit}, profile {first.profile}) on {first.cpu}, "
+                 f"{first.timestamp}; mean ± stdev of {'/'.join(map(str, reps))} runs after 1 warm-up"
+                 + "".join(f"; tgN after {d} prompt tokens" for d in sorted({r.n_depth for r in records if r.n_gen}))
+                 + (f"; peer {peer}, timed by llama_perf_context, interleaved run by run" if peer else ""))
+    return "\n".join(lines)
+
+
+def _bench_csv(records) -> str:
+    """One row per record, every field; lists as JSON, missing values empty."""
+    import csv
+    import io
+
+    from workbench.bench import FIELDS
+
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(FIELDS), lineterminator="\n")
+    w.writeheader()
+    for r in records:
+        w.writerow({k: json.dumps(v) if isinstance(v, list) else ("" if v is None else v)
+                    for k, v in r.as_dict().items()})
+    return buf.getvalue()
 
 
 def main(argv: list[str] | None = None) -> int:

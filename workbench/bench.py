@@ -1,0 +1,321 @@
+"""Prefill and decode tok/s as records with provenance, after llama-bench.
+
+    from workbench.bench import bench
+    records = bench(["smollm2-135m"], n_prompt=[32], n_gen=[64], threads=[1, 2], reps=5,
+                    peer="llamacpp")
+
+Every combination of source x thread count x test is one test, and one `BenchRecord`:
+- `ppN` (prefill): N prompt tokens in one `Model.forward` from an empty cache;
+- `tgN` (decode): N single-token forwards after a short prompt (`TG_PROMPT` tokens, not
+  timed), each fed the argmax of the one before.
+Each test runs once to warm up, then `reps` times; a sample is tokens / seconds of one
+repetition, `tok_s` and `stdev` are the mean and the sample standard deviation of the
+samples (0 for one). Only the forwards are timed (`perf_counter` around each call):
+tokenization happens before, and the argmax between them is left out. The prompt is a
+fixed English text through the model's own tokenizer, repeated to length.
+
+With `peer="llamacpp"` the same tests run through llama.cpp (`workbench.peers.llamacpp`)
+on the same GGUF file with the same token ids and thread count, interleaved with ours
+repetition by repetition (warm-up ours, warm-up peer, then ours, peer, ours, peer...),
+so that drift on a busy machine hits both. llama.cpp's seconds come from its own perf
+counters (`llama_perf_context`), which likewise exclude tokenization and sampling. The
+peer runs GGUF files only.
+
+Records carry what makes a number reproducible (llama-bench's `struct test`): model,
+file, format, size, parameters, test, threads, raw samples, commit, CPU, workbench
+version, time. `iter_bench` yields each record as its test ends (for progress), `bench`
+returns the list, `records_frame` makes a DataFrame. Nothing here prints or formats:
+the `workbench bench` command renders records as markdown, JSON or CSV.
+"""
+
+from __future__ import annotations
+
+import datetime
+import statistics
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from workbench.errors import ParameterError
+
+TG_PROMPT = 8  # tokens fed (untimed) before a decode test, as a chat turn's first few
+TEXT = ("The history of computing is a story of people who wanted to calculate faster than they could "
+        "by hand, and of the machines they built to do it. ")
+
+
+@dataclass(frozen=True)
+class BenchRecord:
+    """One test's result: what ran, where, and every sample (tok/s)."""
+
+    model: str  # the source as given: catalog name, file or directory name
+    model_path: str
+    arch: str
+    quant: str  # GGUF file type ("Q4_1", "Q4_K_M"), else the dominant tensor format; HF: dtype
+    size_bytes: int  # bytes of the file's tensors
+    n_params: int
+    profile: str  # workbench load profile (weight options)
+    converted: str  # formats converted at load by the profile, "F32->Q8_0"; "" when none
+    weight_bytes: int  # bytes of the weights as workbench's kernels read them
+    test: str  # "pp32", "tg64"
+    n_prompt: int  # prompt tokens timed (0 for tg)
+    n_gen: int  # generated tokens timed (0 for pp)
+    n_depth: int  # tokens already in the KV cache when the timed part starts
+    threads: int
+    tok_s: float
+    stdev: float
+    samples: list[float]
+    commit: str
+    cpu: str
+    workbench: str  # workbench version
+    timestamp: str  # ISO 8601 UTC, when the test ended
+    peer: str | None = None  # "llama.cpp via llama-cpp-python 0.3.36"
+    peer_tok_s: float | None = None
+    peer_stdev: float | None = None
+    peer_samples: list[float] | None = field(default=None)
+    ratio: float | None = None  # tok_s / peer_tok_s
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+FIELDS = tuple(BenchRecord.__dataclass_fields__)
+
+
+def parse_counts(text: str, name: str = "counts", low: int = 0) -> list[int]:
+    """"32,64" -> [32, 64], llama-bench style; `ParameterError` naming `name` otherwise."""
+    parts = [p.strip() for p in str(text).split(",")]
+    try:
+        values = [int(p) for p in parts]
+    except ValueError:
+        raise ParameterError(f"{name} must be a comma-separated list of integers, got {text!r}") from None
+    bad = [v for v in values if v < low]
+    if bad:
+        raise ParameterError(f"{name} values must be >= {low}, got {bad[0]} in {text!r}")
+    return list(dict.fromkeys(values))
+
+
+def iter_bench(
+    sources: Sequence[str | Path],
+    *,
+    n_prompt: Sequence[int] = (32,),
+    n_gen: Sequence[int] = (64,),
+    threads: Sequence[int] = (1,),
+    reps: int = 5,
+    peer: str | None = None,
+    profile: str | None = None,
+) -> Iterator[BenchRecord]:
+    """Run every source x thread count x test, yielding one record per test as it ends.
+    A count of 0 in `n_prompt` or `n_gen` skips that test. Everything is checked (sources
+    resolved, thread counts, peer installed, peer files GGUF) before anything runs."""
+    import workbench
+    from workbench.formats.catalog import resolve
+    from workbench.kernels.jit import max_threads
+    from workbench.machine import cpu_name
+
+    if not sources:
+        raise ParameterError("bench needs at least one model source")
+    tests = [("pp", n) for n in _counts(n_prompt, "n_prompt") if n > 0] + \
+            [("tg", n) for n in _counts(n_gen, "n_gen") if n > 0]
+    if not tests:
+        raise ParameterError("n_prompt and n_gen are both 0: nothing to run")
+    threads = _counts(threads, "threads", 1)
+    if max(threads) > max_threads():
+        raise ParameterError(f"threads must be between 1 and {max_threads()}, the threads numba was started with "
+                             f"(set NUMBA_NUM_THREADS before starting Python for more), got {max(threads)}")
+    if isinstance(reps, bool) or not isinstance(reps, (int, np.integer)) or reps < 1:
+        raise ParameterError(f"reps must be an integer >= 1, got {reps!r}")
+    if peer is not None:
+        from workbench.peers import PEERS
+
+        if peer not in PEERS:
+            raise ParameterError(f"peer must be one of {', '.join(PEERS)}, got {peer!r}")
+    # Derived variants ("smollm2-135m:q4_0") are made by load; everything else must resolve now.
+    paths = [None if _is_variant(str(s)) else resolve(s) for s in sources]
+    for s, p in zip(sources, paths):
+        _check_peer_file(peer, s, p)
+    peer_name = None
+    if peer is not None:
+        from workbench.peers import open_peer, peer_version
+
+        peer_name = peer_version(peer)
+
+    n_ctx = max([n for kind, n in tests if kind == "pp"] + [TG_PROMPT + n for kind, n in tests if kind == "tg"])
+    env = {"commit": _commit(), "cpu": cpu_name(), "workbench": workbench.__version__}
+    for source, path in zip(sources, paths):
+        model = workbench.load(source if path is None else path, n_ctx=n_ctx, profile=profile)
+        path = model.path
+        _check_peer_file(peer, source, path)
+        about = {"model": _name(source, path), "model_path": str(Path(model.path).resolve()),
+                 **describe(model.source), "profile": model.options.profile,
+                 "converted": ", ".join(f"{a.upper()}->{b.upper()}" for a, b in sorted(model.load_report.quantized)),
+                 "weight_bytes": model.weight_bytes}
+        prompt = _prompt(model, max(n_ctx, TG_PROMPT))
+        for t in threads:
+            model.threads = t
+            other = open_peer(peer, model.path, threads=t, n_ctx=n_ctx) if peer is not None else None
+            try:
+                for kind, n in tests:
+                    ours, theirs = _run_test(model, other, prompt, kind, n, reps)
+                    pp = kind == "pp"
+                    record = dict(about, test=f"{kind}{n}", n_prompt=n if pp else 0, n_gen=0 if pp else n,
+                                  n_depth=0 if pp else TG_PROMPT, threads=t, **_stats(ours), **env,
+                                  timestamp=_now())
+                    if other is not None:
+                        peer_stats = _stats(theirs)
+                        record |= {"peer": peer_name, "peer_tok_s": peer_stats["tok_s"],
+                                   "peer_stdev": peer_stats["stdev"], "peer_samples": peer_stats["samples"],
+                                   "ratio": record["tok_s"] / peer_stats["tok_s"]}
+                    yield BenchRecord(**record)
+            finally:
+                if other is not None:
+                    other.close()
+        del model  # free its weights and cache before the next source loads
+
+
+def bench(sources: Sequence[str | Path], **kwargs) -> list[BenchRecord]:
+    """All records of `iter_bench(sources, **kwargs)`."""
+    return list(iter_bench(sources, **kwargs))
+
+
+def records_frame(records: Sequence[BenchRecord]):
+    """A pandas DataFrame with one row per record."""
+    import pandas as pd
+
+    return pd.DataFrame([r.as_dict() for r in records], columns=list(FIELDS))
+
+
+def describe(source) -> dict:
+    """arch, quant, size_bytes and n_params of a parsed GGUFFile or HFDirectory."""
+    from workbench.formats.gguf import GGUFFile
+
+    if isinstance(source, GGUFFile):
+        tensors = source.tensors.values()
+        return {"arch": source.architecture, "quant": _gguf_quant(source),
+                "size_bytes": sum(t.n_bytes or 0 for t in tensors), "n_params": sum(t.n_elements for t in tensors)}
+    infos = [st.tensors[name] for st in source.shards.values() for name in st.tensors]
+    dtype = source.config.get("torch_dtype") or source.config.get("dtype")
+    if not dtype:  # the dtype holding the most bytes
+        dtype = _bytes_by(infos, lambda i: i.dtype).most_common(1)[0][0]
+    return {"arch": source.architecture, "quant": str(dtype).upper().replace("FLOAT", "F"),
+            "size_bytes": sum(i.n_bytes for i in infos), "n_params": sum(i.n_elements for i in infos)}
+
+
+# -- the measurements ---------------------------------------------------------------
+
+def _run_test(model, peer, prompt: list[int], kind: str, n: int, reps: int) -> tuple[list[float], list[float]]:
+    """tok/s samples of ours and the peer's, one warm-up each first, interleaved."""
+    ours, theirs = [], []
+    if kind == "pp":
+        ids = prompt[:n]
+        run_ours, run_peer = (lambda: _prefill(model, ids)), (lambda: peer.prefill(ids))
+    else:
+        ids = prompt[:TG_PROMPT]
+        run_ours, run_peer = (lambda: _decode(model, ids, n)), (lambda: peer.decode(ids, n))
+    for rep in range(reps + 1):
+        seconds = run_ours()
+        if rep:
+            ours.append(n / seconds)
+        if peer is not None:
+            seconds = run_peer()
+            if rep:
+                theirs.append(n / seconds)
+    return ours, theirs
+
+
+def _prefill(model, ids: list[int]) -> float:
+    """Seconds of one forward of `ids` from an empty cache."""
+    model.reset()
+    t0 = time.perf_counter()
+    model.forward(ids)
+    return time.perf_counter() - t0
+
+
+def _decode(model, prompt: list[int], n: int) -> float:
+    """Seconds of `n` one-token forwards after `prompt`, each fed the last argmax."""
+    model.reset()
+    tok = int(np.argmax(model.forward(prompt)))
+    seconds = 0.0
+    for _ in range(n):
+        t0 = time.perf_counter()
+        logits = model.forward([tok])
+        seconds += time.perf_counter() - t0
+        tok = int(np.argmax(logits))
+    return seconds
+
+
+def _stats(samples: list[float]) -> dict:
+    return {"tok_s": statistics.mean(samples), "stdev": statistics.stdev(samples) if len(samples) > 1 else 0.0,
+            "samples": list(samples)}
+
+
+# -- provenance ---------------------------------------------------------------------
+
+def _prompt(model, n: int) -> list[int]:
+    """n token ids: BOS (where the model adds one) then TEXT's tokens, repeated."""
+    ids = model.tokenizer.encode(TEXT, add_special=True)
+    body = model.tokenizer.encode(TEXT, add_special=False) or ids
+    while len(ids) < n:
+        ids += body
+    return ids[:n]
+
+
+def _is_variant(text: str) -> bool:
+    name, sep, _ = text.partition(":")
+    return bool(sep) and not Path(text).exists() and "/" not in name and "\\" not in name
+
+
+def _check_peer_file(peer: str | None, source, path: Path | None) -> None:
+    if peer is not None and path is not None and path.is_dir():
+        raise ParameterError(f"--peer {peer} runs GGUF files only; {source} is an HF directory ({path})")
+
+
+def _name(source, path: Path) -> str:
+    text = str(source)
+    return path.name if Path(text).expanduser().exists() else text
+
+
+def _gguf_quant(gf) -> str:
+    """general.file_type as llama.cpp names it (Q4_K_M), else the format of most bytes."""
+    file_type = gf.get("general.file_type", None)
+    if file_type is not None:
+        import gguf
+
+        try:
+            name = gguf.LlamaFileType(int(file_type)).name
+            return name.removeprefix("MOSTLY_").removeprefix("ALL_")
+        except ValueError:
+            pass
+    by_type = _bytes_by([t for t in gf.tensors.values() if len(t.shape) > 1], lambda t: t.type_name)
+    return by_type.most_common(1)[0][0].upper() if by_type else "unknown"
+
+
+def _bytes_by(items, key) -> Counter:
+    counts = Counter()
+    for item in items:
+        counts[key(item)] += getattr(item, "n_bytes", 0) or 0
+    return counts
+
+
+def _counts(values, name: str, low: int = 0) -> list[int]:
+    values = [values] if isinstance(values, (int, np.integer)) else list(values)
+    if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low for v in values):
+        raise ParameterError(f"{name} must be a non-empty list of integers >= {low}, got {values!r}")
+    return list(dict.fromkeys(int(v) for v in values))
+
+
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

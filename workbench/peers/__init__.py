@@ -1,0 +1,45 @@
+"""Other inference engines, run on the same file for side-by-side benchmarks.
+
+A peer is opened on one GGUF file at one thread count and answers two questions, each
+in seconds of its own compute: how long `prefill(ids)` takes for a prompt fed in one
+call from an empty cache, and how long `decode(prompt, n)` takes for `n` single-token
+steps after `prompt`, each step fed the argmax of the last. `workbench.bench` turns the
+seconds into tok/s records; peers return numbers only and never print.
+
+    peer = open_peer("llamacpp", path, threads=2, n_ctx=128)
+    seconds = peer.prefill(ids)
+    peer.close()
+
+Each peer lives in its own module, the only place that imports its engine, and imports
+it lazily: a missing engine is a `PeerUnavailableError` that says how to install it,
+raised when a peer is asked for, not when workbench is imported.
+"""
+
+from __future__ import annotations
+
+from workbench.errors import ParameterError, WorkbenchError
+
+PEERS = ("llamacpp",)
+
+
+class PeerUnavailableError(WorkbenchError):
+    """A peer engine is not installed (or cannot start) in this environment."""
+
+
+def _module(name: str):
+    if name not in PEERS:
+        raise ParameterError(f"peer must be one of {', '.join(PEERS)}, got {name!r}")
+    from workbench.peers import llamacpp
+
+    return llamacpp
+
+
+def peer_version(name: str) -> str:
+    """The peer's description, e.g. "llama.cpp via llama-cpp-python 0.3.36";
+    `PeerUnavailableError` when it is not installed."""
+    return _module(name).version()
+
+
+def open_peer(name: str, path, *, threads: int, n_ctx: int):
+    """The peer `name` loaded on the GGUF file `path` with `threads` threads."""
+    return _module(name).LlamaCppPeer(path, threads=threads, n_ctx=n_ctx)
