@@ -1,12 +1,14 @@
 """Shared settings and checks for the hostile-file fuzz tests (tests/test_fuzz_*.py).
 
-Hypothesis profiles (registered here, applied per test with `@FUZZ`, so that other test
-files keep their own settings):
+Hypothesis profiles (registered here as "workbench-fuzz-ci" / "-long" and applied per
+test with `@FUZZ`, so that other test files keep their own settings):
 - "ci", the default: a fixed budget per test, derandomized (the same examples on every
   run), no deadline (the machine is shared), no example database (nothing written into
   the checkout). The whole fuzz suite stays well under a minute on 2 cores.
 - "long", with `WORKBENCH_FUZZ=long`: 20000 examples per test, random seeds; a failure
-  prints the `@reproduce_failure` blob to paste into the test.
+  prints the `@reproduce_failure` blob to paste into the test. `WORKBENCH_FUZZ_EXAMPLES=N`
+  sets another budget for either profile (10-25 ms an example on 2 shared cores: the
+  11 fuzz tests took 7.7 minutes at N=3000, so the full 20000 takes most of an hour).
 
 The contract every fuzz test checks: opening a hostile file, and reading any tensor of a
 file that opened, either succeeds or raises a `WorkbenchError` whose message names the
@@ -18,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import struct
 import subprocess
@@ -25,7 +28,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 
 from workbench.errors import WorkbenchError
@@ -37,13 +40,17 @@ _COMMON = dict(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                            HealthCheck.filter_too_much],
 )
-settings.register_profile("ci", max_examples=200, derandomize=True, **_COMMON)
-settings.register_profile("long", max_examples=20_000, derandomize=False, **_COMMON)
+# registered as "workbench-fuzz-<name>" so as not to clash with a suite-wide "ci" profile
+settings.register_profile("workbench-fuzz-ci", max_examples=200, derandomize=True, **_COMMON)
+settings.register_profile("workbench-fuzz-long", max_examples=20_000, derandomize=False,
+                          **_COMMON)
 
 PROFILE = os.environ.get("WORKBENCH_FUZZ", "ci")
 if PROFILE not in ("ci", "long"):
     raise ValueError(f"WORKBENCH_FUZZ={PROFILE!r}: expected 'ci' or 'long'")
-FUZZ = settings.get_profile(PROFILE)
+FUZZ = settings.get_profile(f"workbench-fuzz-{PROFILE}")
+if os.environ.get("WORKBENCH_FUZZ_EXAMPLES"):
+    FUZZ = settings(FUZZ, max_examples=int(os.environ["WORKBENCH_FUZZ_EXAMPLES"]))
 
 # A safety net, not a timing assertion: parsing a file of a few kilobytes that takes
 # this long is a hang (a loop driven by a count the file claims).
@@ -62,6 +69,11 @@ def u32s() -> st.SearchStrategy[int]:
 
 def u64s() -> st.SearchStrategy[int]:
     return st.sampled_from(EDGE_U64) | st.integers(0, 2**64 - 1)
+
+
+def rarely(strategy: st.SearchStrategy, one_in: int = 4) -> st.SearchStrategy:
+    """None, or (about one time in `one_in`) a value of `strategy`."""
+    return st.integers(1, one_in).flatmap(lambda i: strategy if i == 1 else st.none())
 
 
 class Hang(BaseException):
@@ -84,13 +96,24 @@ def hang_guard(what: str, seconds: int = HANG_SECONDS) -> Iterator[None]:
 
 def clean(path: Path, what: str, action: Callable[[], Any]) -> tuple[bool, Any]:
     """Run `action`; (True, result) on success, (False, error) on a WorkbenchError that
-    names `path`. Any other exception propagates and fails the test."""
+    names `path`. Any other exception propagates and fails the test. Outcomes are
+    recorded as hypothesis events (`--hypothesis-show-statistics` shows the mix)."""
     with hang_guard(f"{what} of {path}"):
         try:
-            return True, action()
+            result = action()
         except WorkbenchError as e:
-            assert str(path) in str(e), f"{what}: message does not name the file: {e}"
+            msg = str(e)
+            assert str(path) in msg, f"{what}: message does not name the file: {msg}"
+            _event(f"{what.split('(')[0]}: {type(e).__name__} "
+                   + re.sub(r"\d+|'[^']*'", "N", msg.replace(str(path), ""))[:60])
             return False, e
+    _event(f"{what.split('(')[0]}: ok")
+    return True, result
+
+
+def _event(label: str) -> None:
+    with contextlib.suppress(Exception):  # outside a hypothesis test there is no event log
+        event(label)
 
 
 def put_int(blob: bytes | bytearray, pos: int, size: int, value: int) -> bytes:

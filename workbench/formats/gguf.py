@@ -3,7 +3,8 @@
 Contract: `GGUFFile.open(path)` parses the header, every metadata key/value and every
 tensor record, validates them against the file (every length and count is checked
 against the bytes that remain *before* anything is allocated, so a hostile file fails
-fast with a `FormatError` naming the file and the key or tensor at fault) and
+fast with a `FormatError` naming the file and the key or tensor at fault, names cut
+short so that a megabyte-long key cannot make a megabyte-long message) and
 memory-maps the file read-only. Tensor data is never copied: `raw(name)` hands the
 kernels a uint8 view of shape (n_rows, row_bytes), `f32(name)` a float32 view.
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 import math
 import mmap
 import os
+import reprlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,6 +66,17 @@ _MAX_NESTING = 8  # arrays of arrays deeper than this are not a real model file
 
 _U32 = struct.Struct("<I")
 _U64 = struct.Struct("<Q")
+
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 3, 8, 4
+_REPR.maxstring = _REPR.maxlong = _REPR.maxother = 60
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A repr for error messages, at most about `limit` characters: names and values come
+    from the file and a hostile one can be megabytes long."""
+    r = _REPR.repr(value)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
 
 
 class _Required:
@@ -245,7 +258,7 @@ class GGUFFile:
         try:
             return self.tensors[name]
         except KeyError:
-            raise FormatError(f"file {self.path} has no tensor {name!r}") from None
+            raise FormatError(f"file {self.path} has no tensor {_short(name)}") from None
 
     def raw(self, name: str) -> np.ndarray:
         """Read-only uint8 view (n_rows, row_bytes): the block-row layout kernels consume.
@@ -255,7 +268,7 @@ class GGUFFile:
         t = self.tensor(name)
         if t.n_bytes is None:
             raise UnsupportedError(
-                f"{self.path}: tensor {name!r} has tensor type {t.type_name} "
+                f"{self.path}: tensor {_short(name)} has tensor type {t.type_name} "
                 f"(id {t.type_id}), which workbench does not support"
             )
         ty = ggml_type(t.type_id)
@@ -268,7 +281,7 @@ class GGUFFile:
         t = self.tensor(name)
         if t.type_name != "F32":
             raise FormatError(
-                f"{self.path}: tensor {name!r} is {t.type_name}, expected F32"
+                f"{self.path}: tensor {_short(name)} is {t.type_name}, expected F32"
             )
         return self.raw(name).view(np.float32).reshape(t.numpy_shape)
 
@@ -324,12 +337,12 @@ def _parse(path: Path, data: np.ndarray, file_size: int) -> GGUFFile:
     for i in range(n_kv):
         cur.where = f"metadata key #{i}"
         key = cur.string("metadata key")
-        cur.where = f"metadata key {key!r}"
+        cur.where = f"metadata key {_short(key)}"
         if key in metadata:
-            raise cur.fail(f"duplicate metadata key {key!r}")
+            raise cur.fail(f"duplicate metadata key {_short(key)}")
         type_id = cur.u32("value type")
         if type_id not in _VALUE_TYPES:
-            raise cur.fail(f"metadata key {key!r} has unknown value type {type_id}")
+            raise cur.fail(f"metadata key {_short(key)} has unknown value type {type_id}")
         if type_id == _ARRAY:
             cur.need(4, "array element type")
             (elem,) = _U32.unpack_from(cur.buf, cur.pos)
@@ -347,7 +360,7 @@ def _parse(path: Path, data: np.ndarray, file_size: int) -> GGUFFile:
         or alignment & (alignment - 1)
     ):
         raise FormatError(
-            f"{path}: metadata key general.alignment is {alignment!r}, "
+            f"{path}: metadata key general.alignment is {_short(alignment)}, "
             "expected a positive power of two"
         )
 
@@ -355,10 +368,10 @@ def _parse(path: Path, data: np.ndarray, file_size: int) -> GGUFFile:
     for i in range(n_tensors):
         cur.where = f"tensor record #{i}"
         name = cur.string("tensor name")
-        cur.where = f"tensor {name!r}"
+        cur.where = f"tensor {_short(name)}"
         n_dims = cur.u32("dims count")
         if not 1 <= n_dims <= MAX_DIMS:
-            raise cur.fail(f"tensor {name!r} has {n_dims} dims, expected 1 to {MAX_DIMS}")
+            raise cur.fail(f"tensor {_short(name)} has {n_dims} dims, expected 1 to {MAX_DIMS}")
         shape = tuple(cur.u64("dimension") for _ in range(n_dims))
         type_id = cur.u32("tensor type")
         rel_offset = cur.u64("tensor offset")
@@ -381,10 +394,10 @@ def _parse(path: Path, data: np.ndarray, file_size: int) -> GGUFFile:
 def _tensor_info(path, name, shape, type_id, rel_offset, alignment, data_offset,
                  file_size, seen) -> TensorInfo:
     def fail(what: str) -> FormatError:
-        return FormatError(f"{path}: tensor {name!r} {what}")
+        return FormatError(f"{path}: tensor {_short(name)} {what}")
 
     if name in seen:
-        raise FormatError(f"{path}: duplicate tensor name {name!r}")
+        raise FormatError(f"{path}: duplicate tensor name {_short(name)}")
     if any(d <= 0 or d > INT64_MAX for d in shape):
         bad = [d - 2**64 if d > INT64_MAX else d for d in shape]
         raise fail(f"has shape {bad}: every dimension must be positive")
@@ -419,7 +432,7 @@ def _check_overlaps(path: Path, tensors: dict[str, TensorInfo]) -> None:
     for (a0, a1, a), (b0, _b1, b) in zip(spans, spans[1:]):
         if b0 < a1:
             raise FormatError(
-                f"{path}: tensors {a!r} [{a0}, {a1}) and {b!r} (from {b0}) overlap"
+                f"{path}: tensors {_short(a)} [{a0}, {a1}) and {_short(b)} (from {b0}) overlap"
             )
 
 

@@ -5,9 +5,11 @@ tensor name to {"dtype", "shape", "data_offsets": [begin, end]} (offsets relativ
 byte after the header) plus an optional "__metadata__" dict of strings, then the data.
 
 Contract: `SafetensorsFile.open(path)` validates the header against the file (length
-beyond the file, bad JSON, missing or mistyped fields, unknown dtype, offsets outside
-the data or disagreeing with shape x dtype, overlapping tensors) and raises a
-`FormatError` naming the file and tensor; then memory-maps the file read-only.
+beyond the file, bad or absurdly nested JSON, missing or mistyped fields, unknown dtype,
+shapes numpy cannot hold (more than 64 dims, a byte size past int64 even when a zero
+dim makes it empty), offsets outside the data or disagreeing with shape x dtype,
+overlapping tensors) and raises a `FormatError` naming the file and tensor, with
+header values cut short in the message; then memory-maps the file read-only.
 `array(name)` is a zero-copy numpy view (bf16 and fp8 come back as their raw uint16 /
 uint8 bits); `f32(name)` converts F32/F16/BF16 to float32. `shape` is numpy
 (row-major) order, as stored.
@@ -22,6 +24,7 @@ import json
 import math
 import mmap
 import os
+import reprlib
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +52,8 @@ DTYPES: dict[str, tuple[int, np.dtype]] = {
     "F64": (8, np.dtype("<f8")),
 }
 MAX_HEADER_BYTES = 100 * 2**20  # the reference implementation's limit
+MAX_DIMS = 64  # numpy's limit (NPY_MAXDIMS): a view with more dims cannot exist
+INT64_MAX = 2**63 - 1  # numpy's limit on an array's byte size, even an empty one's
 
 
 @dataclass(frozen=True)
@@ -113,7 +118,7 @@ class SafetensorsFile:
         try:
             return self.tensors[name]
         except KeyError:
-            raise FormatError(f"file {self.path} has no tensor {name!r}") from None
+            raise FormatError(f"file {self.path} has no tensor {_short(name)}") from None
 
     def array(self, name: str) -> np.ndarray:
         """Read-only zero-copy view with the stored shape (BF16 -> uint16 bits, F8 -> uint8)."""
@@ -131,7 +136,9 @@ class SafetensorsFile:
             return a.astype(np.float32)
         if t.dtype == "BF16":
             return (a.astype(np.uint32) << 16).view(np.float32)
-        raise FormatError(f"{self.path}: tensor {name!r} is {t.dtype}, expected F32, F16 or BF16")
+        raise FormatError(
+            f"{self.path}: tensor {_short(name)} is {t.dtype}, expected F32, F16 or BF16"
+        )
 
     def __repr__(self) -> str:
         return f"SafetensorsFile({str(self.path)!r}, {len(self.tensors)} tensors)"
@@ -142,50 +149,82 @@ def read_safetensors(path: str | os.PathLike) -> SafetensorsFile:
     return SafetensorsFile.open(path)
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict = 3, 8, 4
+_REPR.maxstring = _REPR.maxlong = _REPR.maxother = 60
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """A repr of a header value for an error message, at most about `limit` characters:
+    header values are hostile and can be megabytes long."""
+    r = _REPR.repr(value)
+    return r if len(r) <= limit else r[: limit - 3] + "..."
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def _parse_header(path: Path, header: bytes, data_offset: int, file_size: int):
     try:
         obj = json.loads(header.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise FormatError(f"{path}: header is not valid UTF-8 JSON: {e}") from None
+    except RecursionError:
+        raise FormatError(f"{path}: header JSON is nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as e:
+        # ValueError: JSONDecodeError, and integers past Python's 4300-digit limit
+        raise FormatError(f"{path}: header is not valid UTF-8 JSON: {str(e)[:200]}") from None
     if not isinstance(obj, dict):
         raise FormatError(f"{path}: header is a JSON {type(obj).__name__}, expected an object")
 
-    metadata = obj.pop("__metadata__", None) or {}
+    metadata = obj.pop("__metadata__", None)
+    if metadata is None:  # null and absent both mean no metadata
+        metadata = {}
     if not isinstance(metadata, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in metadata.items()
     ):
-        raise FormatError(f"{path}: __metadata__ must map strings to strings")
+        raise FormatError(
+            f"{path}: __metadata__ is {_short(metadata)}, expected an object mapping "
+            "strings to strings"
+        )
 
     data_size = file_size - data_offset
     infos = []
     for name, entry in obj.items():
         def fail(what: str) -> FormatError:
-            return FormatError(f"{path}: tensor {name!r} {what}")
+            return FormatError(f"{path}: tensor {_short(name)} {what}")
 
         if not isinstance(entry, dict):
             raise fail("entry is not a JSON object")
         dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
-        if dtype not in DTYPES:
-            raise fail(f"has unknown dtype {dtype!r} (known: {', '.join(DTYPES)})")
-        if not isinstance(shape, list) or not all(
-            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
-        ):
-            raise fail(f"has shape {shape!r}, expected a list of non-negative integers")
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise fail(f"has unknown dtype {_short(dtype)} (known: {', '.join(DTYPES)})")
+        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
+            raise fail(f"has shape {_short(shape)}, expected a list of non-negative integers")
+        if len(shape) > MAX_DIMS:
+            raise fail(f"has {len(shape)} dims, more than the {MAX_DIMS} a numpy array can hold")
+        # numpy refuses any shape whose non-zero dims times the item size exceed int64,
+        # even when a zero dim makes the array empty ([0, 2**64] included)
+        n_bytes = DTYPES[dtype][0]
+        for d in shape:
+            n_bytes *= d or 1
+            if n_bytes > INT64_MAX:
+                raise fail(f"has shape {_short(shape)} whose byte size overflows int64")
+        n_bytes = math.prod(shape) * DTYPES[dtype][0]
         if (
             not isinstance(offsets, list)
             or len(offsets) != 2
-            or not all(isinstance(o, int) and not isinstance(o, bool) for o in offsets)
+            or not all(_is_int(o) for o in offsets)
         ):
-            raise fail(f"has data_offsets {offsets!r}, expected [begin, end]")
+            raise fail(f"has data_offsets {_short(offsets)}, expected [begin, end]")
         begin, end = offsets
         if not 0 <= begin <= end <= data_size:
             raise fail(
-                f"data_offsets [{begin}, {end}] lie outside the {data_size}-byte data section"
+                f"data_offsets [{_short(begin, 30)}, {_short(end, 30)}] lie outside the "
+                f"{data_size}-byte data section"
             )
-        n_bytes = math.prod(shape) * DTYPES[dtype][0]
         if end - begin != n_bytes:
             raise fail(
-                f"spans {end - begin} bytes but shape {shape} of {dtype} needs {n_bytes}"
+                f"spans {end - begin} bytes but shape {_short(shape)} of {dtype} needs {n_bytes}"
             )
         infos.append(SafetensorInfo(name, dtype, tuple(shape), data_offset + begin, n_bytes))
 
@@ -193,7 +232,7 @@ def _parse_header(path: Path, header: bytes, data_offset: int, file_size: int):
     spans = [t for t in infos if t.n_bytes]  # empty tensors occupy no bytes
     for a, b in zip(spans, spans[1:]):
         if b.offset < a.offset + a.n_bytes:
-            raise FormatError(f"{path}: tensors {a.name!r} and {b.name!r} overlap")
+            raise FormatError(f"{path}: tensors {_short(a.name)} and {_short(b.name)} overlap")
     return metadata, {t.name: t for t in infos}
 
 
