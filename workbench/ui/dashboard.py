@@ -73,7 +73,7 @@ class Dashboard:
         self.text = W.HTML(value="", layout=W.Layout(width="98%", min_height="60px", border="1px solid #ddd",
                                                       padding="4px"))
         self.flame_fig = go.FigureWidget(layout={"title": "flame: last decode step", "height": 420})
-        self.bandwidth_fig = go.FigureWidget(layout={"title": "GB/s per op", "height": 360})
+        self.bandwidth_fig = go.FigureWidget(layout={"title": "GB/s per op", "height": 380})
 
         self.model = None
         self.stepper = None
@@ -95,8 +95,7 @@ class Dashboard:
                         W.HBox([self.max_tokens, self.temperature]),
                         W.HBox([self.top_k, self.top_p, self.seed])])
         buttons = W.HBox([self.load_button, self.step_button, self.run_button, self.stop_button, self.progress])
-        self.widget = W.VBox([knobs, buttons, self.status, self.text,
-                              W.HBox([self.flame_fig, self.bandwidth_fig])])
+        self.widget = W.VBox([knobs, buttons, self.status, self.text, self.flame_fig, self.bandwidth_fig])
 
     def _ipython_display_(self):
         from IPython.display import display
@@ -238,3 +237,4 @@ def _replace(widget: go.FigureWidget, fig: go.Figure) -> None:
     widget.add_traces(list(fig.data))
     with widget.batch_update():
         widget.layout.update(fig.layout.to_plotly_json(), overwrite=True)
+

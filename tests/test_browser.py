@@ -1,0 +1,135 @@
+"""The dashboard in a real browser: JupyterLab + headless Chromium driven by Playwright.
+
+Starts JupyterLab on 127.0.0.1 (random port, random token), opens
+notebooks/dashboard.ipynb, runs it, clicks Load and Run, waits for generated text and
+for the flame and bandwidth charts to draw, and saves a screenshot to
+test-artifacts/dashboard.png. Debian's Chromium is used as installed
+(`/usr/bin/chromium`), never a browser Playwright downloads. `make test` installs it;
+elsewhere the test skips unless WORKBENCH_REQUIRE_BROWSER=1 (set by CI), which turns a
+missing browser into a failure.
+"""
+
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "test-artifacts"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+pytestmark = pytest.mark.slow
+
+
+def _missing() -> str | None:
+    if not Path(CHROMIUM).exists():
+        return f"{CHROMIUM} is missing (apt-get install -y chromium)"
+    for module in ("playwright", "jupyterlab"):
+        try:
+            __import__(module)
+        except ImportError:
+            return f"python package {module} is missing"
+    return None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    why = _missing()
+    if why:
+        if os.environ.get("WORKBENCH_REQUIRE_BROWSER") == "1":
+            pytest.fail(f"browser test required but {why}")
+        pytest.skip(why)
+    port, token = _free_port(), secrets.token_hex(16)
+    home = tmp_path_factory.mktemp("jupyter")
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(home / "config"), JUPYTER_RUNTIME_DIR=str(home / "runtime"),
+               JUPYTERLAB_SETTINGS_DIR=str(home / "settings"), JUPYTERLAB_WORKSPACES_DIR=str(home / "ws"))
+    log = open(home / "lab.log", "w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jupyterlab", "--no-browser", "--allow-root", "--ServerApp.ip=127.0.0.1",
+         f"--ServerApp.port={port}", f"--IdentityProvider.token={token}", "--LabApp.expose_app_in_browser=True",
+         f"--ServerApp.root_dir={ROOT}", "--ServerApp.port_retries=0"],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None or time.time() > deadline:
+                    pytest.fail(f"JupyterLab did not start: {(home / 'lab.log').read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield base, token
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def test_dashboard_runs_in_jupyterlab(lab):
+    from playwright.sync_api import sync_playwright
+
+    base, token = lab
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "dashboard.png"
+    shot.unlink(missing_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 1400})
+        try:
+            page.goto(f"{base}/lab/tree/notebooks/dashboard.ipynb?token={token}", timeout=120_000)
+            page.wait_for_function(
+                """() => { const app = window.jupyterapp; if (!app) return false;
+                           const w = app.shell.currentWidget; const s = w && w.sessionContext;
+                           const k = s && s.session && s.session.kernel;
+                           return !!k && k.status === 'idle' && k.connectionStatus === 'connected'; }""",
+                timeout=120_000)
+            page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
+            page.wait_for_function(
+                """() => { const p = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
+                           return p.length > 0 && p.every(e => /\\[\\d+\\]/.test(e.textContent)); }""",
+                timeout=180_000)
+            page.locator("button.widget-button", has_text="Load").click(timeout=60_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.widget-html')].some(e => e.textContent.includes('loaded'))",
+                timeout=180_000)
+            page.locator("button.widget-button", has_text="Run").click()
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.widget-html')].some(e => /\\d+ tokens/.test(e.textContent))",
+                timeout=180_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.js-plotly-plot')].filter(p => p.querySelector('g.trace')).length >= 2",
+                timeout=180_000)
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('.widget-html')].some(e => e.textContent.includes('done'))",
+                timeout=300_000)
+            cell = page.locator(".jp-CodeCell .jp-OutputArea").first
+            cell.screenshot(path=str(shot))
+            texts = page.locator(".widget-html").all_inner_texts()
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "dashboard-failure.png"), full_page=True)  # what the page showed
+            raise
+        finally:
+            browser.close()
+    generated = [t for t in texts if "The three most important ideas" in t]
+    assert generated and len(generated[0]) > len("The three most important ideas in computer science are") + 5
+    assert shot.is_file() and shot.stat().st_size > 20_000
