@@ -119,3 +119,23 @@ def test_load_rejects_bad_parameters_by_name(kwargs, word):
 def test_unknown_catalog_names_suggest_close_ones():
     with pytest.raises(ModelNotFoundError, match="smollm2-135m"):
         workbench.load("smollm2-135")
+
+
+def test_nan_weights_are_refused_at_load_naming_the_tensor(tmp_path):
+    import shutil
+
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from workbench.errors import FormatError
+
+    src = tmp_path / "gpt2"
+    shutil.copytree("data/tiny-gpt2", src)
+    tensors = load_file(src / "model.safetensors")
+    name = next(n for n in tensors if n.endswith("h.1.mlp.c_fc.weight"))
+    tensors[name] = tensors[name].copy()
+    tensors[name][3, 5] = np.nan
+    save_file(tensors, src / "model.safetensors")
+    with pytest.raises(FormatError, match=r"blk\.1\.ffn_up\.weight.*1 non-finite") as e:
+        workbench.load(src, threads=1)
+    assert "model.safetensors" in str(e.value)

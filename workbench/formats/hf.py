@@ -164,6 +164,16 @@ class HFDirectory(WeightSource):
     def names(self) -> frozenset[str]:
         return self._names
 
+    def tensor(self, name: str) -> Tensor:
+        if name not in self._names:
+            table, prefixes = ARCHITECTURES[self.model_type]
+            hf = [k for k, v in table.items() if re.fullmatch(re.escape(v).replace(r"\{i\}", r"\d+"), name)]
+            layer = re.match(r"blk\.(\d+)\.", name)
+            hf = [h.replace("{i}", layer.group(1)) if layer else h for h in hf]
+            hint = f" (HF name {prefixes[-1]}{hf[0]})" if hf else ""
+            raise FormatError(f"{self.path}: tensor {name!r}{hint} is missing from {', '.join(self.shards)}")
+        return self._load(name)
+
     @property
     def nbytes(self) -> int:
         return sum(self.shards[f].tensors[n].n_bytes for f, n in self._map.values())
@@ -190,7 +200,7 @@ class HFDirectory(WeightSource):
             a = np.ascontiguousarray(a.T)  # Conv1D keeps (in, out); kernels want (out, in)
         shape = tuple(int(n) for n in a.shape)
         data = np.ascontiguousarray(a).view(np.uint8).reshape(shape[0] if len(shape) == 2 else 1, -1)
-        return Tensor(name, fmt, shape, data, str(self.path / fname))
+        return Tensor(name, fmt, shape, data, f"{self.path / fname} ({hf_name!r})")
 
     def __repr__(self) -> str:
         return f"HFDirectory({str(self.path)!r}, model_type={self.model_type!r}, tensors={len(self._names)})"

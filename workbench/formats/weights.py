@@ -29,7 +29,7 @@ class Tensor:
     fmt: str  # lower-case ggml type name: "f32", "f16", "bf16", "q8_0", "q4_k", ...
     shape: tuple[int, ...]  # numpy order: (rows, cols) for a matrix, (n,) for a vector
     data: np.ndarray
-    source: str  # the file it came from, for error messages
+    source: str  # the file it came from (and its name there, when that differs), for error messages
 
     def f32(self) -> np.ndarray:
         """The values as float32 with `shape`; only for float formats (norms, biases)."""
@@ -66,14 +66,14 @@ class WeightSource:
         """Tensor `name`, which must be a (rows, cols) weight; the error names file and tensor."""
         t = self.tensor(name)
         if t.shape != (rows, cols):
-            raise FormatError(f"{self.path}: tensor {name!r} has shape {list(t.shape)}, expected {[rows, cols]}")
+            raise FormatError(f"{t.source}: tensor {name!r} has shape {list(t.shape)}, expected {[rows, cols]}")
         return t
 
     def vector(self, name: str, n: int) -> np.ndarray:
         """Tensor `name` as n float32 values (norm weights and biases)."""
         t = self.tensor(name)
         if t.shape != (n,):
-            raise FormatError(f"{self.path}: tensor {name!r} has shape {list(t.shape)}, expected [{n}]")
+            raise FormatError(f"{t.source}: tensor {name!r} has shape {list(t.shape)}, expected [{n}]")
         return t.f32()
 
     @property

@@ -16,10 +16,11 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm.auto import tqdm
 
-from workbench.errors import UnsupportedError
+from workbench.errors import FormatError, UnsupportedError
 from workbench.formats.weights import Tensor
 from workbench.nn.linear import Embedding, Linear, LinearGroup
 from workbench.nn.options import WeightOptions
+from workbench.quant.finite import nonfinite_count
 from workbench.quant.formats import FORMATS, WEIGHT_FORMATS
 from workbench.quant.reference import dequantize_ref, quantize_ref
 
@@ -37,6 +38,7 @@ class LoadReport:
     fused_gate_up: int = 0
     weight_bytes: int = 0  # bytes of the prepared weights the kernels read
     kv_cache_bytes: int = 0  # filled in by the session that allocates it
+    kv_type: str = "f16"  # the session's KV cache type ("f16" or "f32")
 
     @property
     def n_quantized(self) -> int:
@@ -53,7 +55,7 @@ class LoadReport:
         out.append(f"Fused {self.fused_gate_up} gate+up projection pairs")
         out.append(f"Weights {self.weight_bytes / 2**20:.1f} MiB")
         if self.kv_cache_bytes:
-            out.append(f"KV cache {self.kv_cache_bytes / 2**20:.1f} MiB")
+            out.append(f"KV cache {self.kv_cache_bytes / 2**20:.1f} MiB ({self.kv_type})")
         return out
 
 
@@ -81,10 +83,19 @@ class WeightLoader:
         if t.fmt not in WEIGHT_FORMATS:
             raise UnsupportedError(f"{t.source}: tensor {name!r} is {t.fmt.upper()}, which workbench does not "
                                    f"support; supported: {', '.join(f.upper() for f in WEIGHT_FORMATS)}")
+        # one pass over the bytes (~0.5 ms per MB): a NaN weight would only show up as
+        # garbage tokens much later, so it is refused here, by name
+        bad = nonfinite_count(t.data, t.fmt)
+        if bad:
+            what = "values" if t.fmt in _FLOATS else "blocks with a NaN/Inf scale"
+            raise FormatError(f"{t.source}: tensor {name!r} has {bad} non-finite {what}")
         return t
 
     def vector(self, name: str, n: int) -> np.ndarray:
-        return self.src.vector(name, n)
+        v = self.src.vector(name, n)
+        if not np.isfinite(v).all():
+            raise FormatError(f"{self.path}: tensor {name!r} has {int((~np.isfinite(v)).sum())} non-finite values")
+        return v
 
     def _prepare(self, t: Tensor, lm_head: bool = False) -> tuple[np.ndarray, str]:
         """The bytes and format a linear weight runs in, after the quantization rule."""
