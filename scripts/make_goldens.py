@@ -8,6 +8,12 @@ logits, which lets a test justify any divergence by the reference's own margin.
     python scripts/make_goldens.py                      # SmolLM2-135M Q4_1
     python scripts/make_goldens.py --model gemma3-270m --out tests/golden/greedy_gemma3-270m.json \
         --long --prompt-by-token
+    python scripts/make_goldens.py --model smollm2-135m:q4_0   # a variant workbench converts
+
+A derived variant (`name:variant`, see `workbench.convert.variants()`) is made (or reused
+after verification) by `workbench.convert.derived`, and llama.cpp runs on that very file;
+the golden records its sha256, the converter version and the workbench commit, so that
+the test can insist on the same converted bytes.
 
 `--long` adds one prompt of more than 512 tokens (`long_cases`), so that a sliding
 attention window of 512 (Gemma 3) is exercised: a story of numbered facts that ends
@@ -24,6 +30,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +66,19 @@ def long_prompt(n_facts: int = 28) -> str:
                      f"every {1 + i % 9} weeks.")
     lines += ["", "Question: In which city does the red fox live?", "Answer: The red fox lives in"]
     return "\n".join(lines)
+
+
+def workbench_commit() -> str:
+    """The checkout's commit, with "-dirty" when tracked files differ from it."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parents[1]).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "HEAD")
+        return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
 
 
 def sha256(path: Path) -> str:
@@ -97,10 +117,12 @@ def greedy_case(llm, prompt: str, steps: int, by_token: bool) -> dict:
 def main() -> None:
     import llama_cpp
 
+    from workbench.convert import CONVERTER_VERSION, derived
     from workbench.formats.catalog import resolve
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m", help="catalog name or GGUF path")
+    ap.add_argument("--model", default="smollm2-135m",
+                    help="catalog name, derived variant (smollm2-135m:q4_0) or GGUF path")
     ap.add_argument("--out", default=None)
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
@@ -110,8 +132,11 @@ def main() -> None:
                     help="feed prompts one token at a time: llama.cpp then runs only its matrix-vector kernels")
     args = ap.parse_args()
 
-    path = resolve(args.model)
-    out = Path(args.out or f"tests/golden/greedy_{Path(args.model).stem}.json")
+    name, sep, variant = args.model.partition(":")
+    is_variant = bool(sep) and not Path(args.model).exists()
+    path = derived(name, variant) if is_variant else resolve(args.model)
+    stem = f"{name}-{variant}" if is_variant else Path(args.model).stem
+    out = Path(args.out or f"tests/golden/greedy_{stem}.json")
     llm = llama_cpp.Llama(str(path), n_ctx=512, n_batch=512, n_threads=args.threads, logits_all=False,
                           verbose=False)
     cases = [greedy_case(llm, prompt, args.steps, args.prompt_by_token) for prompt in PROMPTS]
@@ -125,11 +150,15 @@ def main() -> None:
         "reference": f"llama-cpp-python {llama_cpp.__version__} (llama.cpp), greedy argmax over its logits",
         "model_file": path.name,
         "model_sha256": sha256(path),
+        "workbench_commit": workbench_commit(),
         "n_ctx": 512,
         "threads": args.threads,
         "prompt_by_token": args.prompt_by_token,
         "cases": cases,
     }
+    if is_variant:
+        golden["derived"] = f"{name}:{variant}"
+        golden["converter_version"] = CONVERTER_VERSION
     if long_cases:
         golden["long_n_ctx"] = LONG_N_CTX
         golden["long_cases"] = long_cases

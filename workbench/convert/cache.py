@@ -1,0 +1,136 @@
+"""Derived variants of the catalog models, made on first use and verified on every reuse.
+
+Contract: `derived(name, variant)` returns the path of `name` (a catalog model in
+`SOURCES`) converted to `variant` (a key of `VARIANTS`: q8_0, q4_0, f16, f32 as GGUF
+files, hf-f32 as an HF directory), kept in `catalog.cache_dir() / "derived"` as
+`NAME-VARIANT.gguf` or `NAME-hf-f32/`. Next to each lies a sidecar `<output>.json`:
+the source file (path, size, mtime), `CONVERTER_VERSION`, and the size and sha256 of
+every file written. A cached output is reused only when its sidecar matches the source
+as it is now, the converter version and the files' bytes (hashing a few hundred MB takes
+about a second); anything else (a flipped byte, a truncated file, a newer converter, a
+reinstalled source package) remakes it. A lock file serializes processes making the
+same variant. `variants()` lists every "name:variant" for UIs.
+
+It does not clean up outputs of older converter versions, nor the partial files of
+processes that were killed (`.NAME.partial-PID`): both are remade or overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import hashlib
+import json
+import os
+from pathlib import Path
+
+from workbench.convert.core import CONVERTER_VERSION, convert_report
+from workbench.formats.catalog import ModelNotFoundError, cache_dir, resolve
+
+SOURCES = ("smollm2-135m", "gemma3-270m")
+# variant -> conversion target
+VARIANTS = {"q8_0": "gguf-q8_0", "q4_0": "gguf-q4_0", "f16": "gguf-f16", "f32": "gguf-f32", "hf-f32": "hf-f32"}
+
+
+def variants() -> list[str]:
+    """Every derived model name, "smollm2-135m:q8_0" ... "gemma3-270m:hf-f32"."""
+    return [f"{name}:{variant}" for name in SOURCES for variant in VARIANTS]
+
+
+def derived_path(name: str, variant: str) -> Path:
+    """Where `derived(name, variant)` keeps its output (which may not exist yet)."""
+    name, variant = _check(name, variant)
+    suffix = "" if VARIANTS[variant].startswith("hf-") else ".gguf"
+    return cache_dir() / "derived" / f"{name}-{variant}{suffix}"
+
+
+def derived(name: str, variant: str, progress: bool = True) -> Path:
+    """Path of catalog model `name` converted to `variant`, made now unless a verified copy
+    is cached. ModelNotFoundError for an unknown name or variant, listing the valid ones."""
+    name, variant = _check(name, variant)
+    out = derived_path(name, variant)
+    source = resolve(name)
+    sidecar = out.with_name(out.name + ".json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with _lock(out.with_name(f".{out.name}.lock")):
+        if _verified(out, sidecar, source):
+            return out
+        sidecar.unlink(missing_ok=True)
+        report = convert_report(source, out, VARIANTS[variant], progress=progress, overwrite=True)
+        record = {
+            "variant": f"{name}:{variant}",
+            "to": report.to,
+            "converter_version": CONVERTER_VERSION,
+            "source": _source_record(source),
+            "files": _file_records(out),
+            "formats": report.formats,
+            "fallback": report.fallback,
+            "seconds": round(report.seconds, 2),
+        }
+        tmp = sidecar.with_name(f".{sidecar.name}.partial-{os.getpid()}")
+        tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, sidecar)
+    return out
+
+
+def _check(name: str, variant: str) -> tuple[str, str]:
+    key = (str(name).strip().lower(), str(variant).strip().lower())
+    if key[0] in SOURCES and key[1] in VARIANTS:
+        return key
+    close = difflib.get_close_matches(":".join(key), variants(), n=3, cutoff=0.6)
+    hint = f"; did you mean {' or '.join(close)}?" if close else ""
+    raise ModelNotFoundError(f"derived model {name}:{variant} is unknown: derived models are a catalog name "
+                             f"({', '.join(SOURCES)}) and a variant ({', '.join(VARIANTS)}){hint}")
+
+
+def _source_record(source: Path) -> dict:
+    st = source.stat()
+    return {"path": str(source), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _file_records(out: Path) -> dict[str, dict]:
+    """{path relative to the derived directory: {size, sha256}} of every file of `out`."""
+    files = sorted(p for p in out.rglob("*") if p.is_file()) if out.is_dir() else [out]
+    return {p.relative_to(out.parent).as_posix(): {"size": p.stat().st_size, "sha256": sha256(p)} for p in files}
+
+
+def sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
+def _verified(out: Path, sidecar: Path, source: Path) -> bool:
+    """True when `out` is what the sidecar says this converter made from `source` as it is now."""
+    if not out.exists():
+        return False
+    try:
+        record = json.loads(sidecar.read_text(encoding="utf-8"))
+        files = record["files"]
+        if (record["converter_version"] != CONVERTER_VERSION or record["source"] != _source_record(source)
+                or not isinstance(files, dict) or not files):
+            return False
+        for rel, want in files.items():
+            path = out.parent / rel
+            if ".." in Path(rel).parts or not path.is_file() or path.stat().st_size != want["size"]:
+                return False
+            if sha256(path) != want["sha256"]:
+                return False
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _lock(path: Path):
+    """An exclusive advisory lock on `path` (no-op where fcntl does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no locking
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
