@@ -13,7 +13,7 @@ LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_AVX_VN
 	-DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON \
 	-DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
-.PHONY: install demo test test-fast peer goldens clean
+.PHONY: install demo test test-fast peer goldens goldens-hf clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,7 +46,16 @@ peer: install
 
 goldens: peer
 	$(BIN)/python scripts/make_goldens.py
+	$(BIN)/python scripts/make_goldens.py --model smollm2-135m:q4_0
+	$(BIN)/python scripts/make_goldens.py --model smollm2-135m:q8_0
+	$(BIN)/python scripts/make_goldens.py --model gemma3-270m --out tests/golden/greedy_gemma3-270m.json --long --prompt-by-token
 	$(BIN)/python scripts/make_tokenizer_golden.py
+
+# transformers references for the HF directories and the tiny GPT-2 (CPU torch lies on this disk)
+goldens-hf: install
+	$(BIN)/pip install -q torch==2.13.0 transformers==5.23.0
+	$(BIN)/python scripts/make_tiny_gpt2.py
+	$(BIN)/python scripts/make_hf_goldens.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

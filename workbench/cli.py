@@ -3,6 +3,7 @@
     workbench generate SOURCE --prompt TEXT [--max-tokens N] [sampling] [load options]
                        [--chat] [--stream] [--timings] [--json]
     workbench inspect FILE|DIR [--json]
+    workbench convert SRC DST --to {gguf-q8_0,gguf-q4_0,gguf-f16,gguf-f32,hf-f32} [--overwrite] [--json]
     workbench trace SOURCE --prompt TEXT [--max-tokens N] [--out trace.json] [--level op]
                     [load options] [--json]
 
@@ -10,6 +11,7 @@ Load options: --threads N, --ctx N, --profile {baseline,optimized,aggressive},
 --quant-threshold N|off, --quant-type {q8_0,q4_0}, --quantize-lm-head/--keep-lm-head,
 --requantize, --no-fuse. SOURCE: a catalog name or derived variant
 (smollm2-135m:q4_0), a GGUF file, an HF directory or an HF repo id.
+    workbench bench SOURCE... [-p 32] [-n 64] [-t 1,2] [-r 5] [--peer llamacpp] [--md|--json|--csv]
     workbench bench --membw [--refresh] [--json]
 
 Bad input (a missing file, a bad value) prints one line on stderr and exits with 2;
@@ -45,6 +47,7 @@ def _threshold(text: str) -> int | None:
 def _add_load_args(p: argparse.ArgumentParser) -> None:
     """The options of `workbench.load`; left out, the profile's value holds."""
     from workbench.engine.options import PROFILES
+    from workbench.nn.kv_cache import KV_TYPES
     from workbench.nn.options import QUANT_TYPES
 
     p.add_argument("--threads", "-t", type=_positive_int, default=argparse.SUPPRESS)
@@ -61,6 +64,8 @@ def _add_load_args(p: argparse.ArgumentParser) -> None:
                    help="also convert weights the file stores quantized")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", default=argparse.SUPPRESS,
                    help="keep Q/K/V and gate/up as separate matrices")
+    p.add_argument("--kv-type", choices=list(KV_TYPES), default=argparse.SUPPRESS,
+                   help="KV cache precision: f16 (default, llama.cpp's) or f32 (float32 attention, as transformers)")
 
 
 def _load(args):
@@ -68,7 +73,7 @@ def _load(args):
     import workbench
 
     given = {k: getattr(args, k) for k in ("threads", "quant_threshold", "quant_type", "quantize_lm_head",
-                                           "requantize", "fuse") if hasattr(args, k)}
+                                           "requantize", "fuse", "kv_type") if hasattr(args, k)}
     return workbench.load(args.source, n_ctx=args.ctx, profile=args.profile, **given)
 
 
@@ -95,6 +100,13 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     g.add_argument("--timings", action="store_true", help="trace per layer and print the timing summary")
     g.add_argument("--json", action="store_true", help="print one JSON object")
+
+    c = sub.add_parser("convert", help="convert a GGUF model: requantize it, or write an HF F32 directory")
+    c.add_argument("src", help="GGUF file or catalog name")
+    c.add_argument("dst", help="output file (gguf-*) or directory (hf-f32)")
+    c.add_argument("--to", required=True, help="gguf-q8_0, gguf-q4_0, gguf-f16, gguf-f32 or hf-f32")
+    c.add_argument("--overwrite", action="store_true", help="replace dst if it exists")
+    c.add_argument("--json", action="store_true")
 
     i = sub.add_parser("inspect", help="print a GGUF or safetensors file's (or an HF directory's) metadata and tensors")
     i.add_argument("file")
@@ -194,6 +206,22 @@ def _format_summary(summary: dict) -> str:
         parts = " ".join(f"{k[:-3]}={v:.3f}ms" for k, v in row.items() if k != "layer")
         lines.append(f"[perf] transformer[{row['layer']}]::forward {parts}")
     return "\n".join(lines)
+
+
+def _convert(args) -> int:
+    from dataclasses import asdict
+
+    from workbench.convert import convert_report
+
+    r = convert_report(args.src, args.dst, args.to, progress=not args.json, overwrite=args.overwrite)
+    if args.json:
+        print(json.dumps(asdict(r), default=str))
+        return 0
+    formats = ", ".join(f"{n} {f.upper()}" for f, n in sorted(r.formats.items()))
+    print(f"{r.source} -> {r.path} ({r.to}): {formats}; {r.bytes_written / 2**20:.1f} MiB in {r.seconds:.1f} s")
+    for name, fmt in r.fallback.items():
+        print(f"  {name}: kept as {fmt.upper()} (rows not a multiple of the block size)")
+    return 0
 
 
 def _inspect(args) -> int:
@@ -385,7 +413,8 @@ def _bench_csv(records) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"generate": _generate, "inspect": _inspect, "trace": _trace, "bench": _bench}[args.command](args)
+        commands = {"generate": _generate, "inspect": _inspect, "trace": _trace, "bench": _bench, "convert": _convert}
+        return commands[args.command](args)
     except WorkbenchError as e:
         print(f"workbench: error: {e}", file=sys.stderr)
         return 2
