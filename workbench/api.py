@@ -52,9 +52,10 @@ class Model:
         self.config = self.net.config
         self.n_ctx = self.net.n_ctx
         self.tokenizer = make_tokenizer()
-        self.state = self.net.new_state()
+        self.state = self.net.new_state(kv_type=options.kv_type)
         self.load_report = self.net.load_report
         self.load_report.kv_cache_bytes = self.state.cache.nbytes
+        self.load_report.kv_type = self.state.cache.kv_type
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -193,6 +194,7 @@ def load(
     quantize_lm_head: bool | None = UNSET,
     requantize: bool = UNSET,
     fuse: bool = UNSET,
+    kv_type: str = UNSET,
     profile: str | None = None,
 ) -> Model:
     """Load a model: a catalog name (default `smollm2-135m`), a derived variant
@@ -204,9 +206,13 @@ def load(
     float linear layers whose larger dimension is >= `quant_threshold` are quantized to
     `quant_type` ("q8_0" or "q4_0"; None: no quantization); `quantize_lm_head` forces
     the lm_head either way; `requantize` also converts weights the file stores
-    quantized; `fuse` joins Q/K/V and gate+up. `threads`: None for all of numba's."""
+    quantized; `fuse` joins Q/K/V and gate+up. `threads`: None for all of numba's.
+    `kv_type`: the KV cache's precision, "f16" (every profile's: llama.cpp's cache and
+    arithmetic, greedy tokens equal to llama.cpp's) or "f32" (attention in float32 as
+    transformers: logits within 1e-4 of it, twice the cache memory)."""
     opts = resolve_options(profile, quant_threshold=quant_threshold, quant_type=quant_type,
-                           quantize_lm_head=quantize_lm_head, requantize=requantize, fuse=fuse, threads=threads)
+                           quantize_lm_head=quantize_lm_head, requantize=requantize, fuse=fuse, threads=threads,
+                           kv_type=kv_type)
     text = str(source) if source is not None else DEFAULT_MODEL
     path = _derived_path(text) if _is_variant(text) else resolve(text)
     if path.is_dir():

@@ -84,10 +84,11 @@ class Gemma3:
         self.geglu_parallel = partial(geglu_tanh_table_f32_parallel, table=GELU_TANH_F16_TABLE)
         self.layer_names = [f"layer[{i}]" for i in range(cfg.n_layers)]  # span names, made once
 
-    def new_state(self, n_batch: int = 512) -> DecoderState:
+    def new_state(self, n_batch: int = 512, kv_type: str = "f16") -> DecoderState:
         """A session of n_ctx positions taking up to `n_batch` tokens per forward (512,
-        llama.cpp's default batch)."""
-        return DecoderState(self.config, self.n_ctx, n_batch)
+        llama.cpp's default batch); the KV cache holds `kv_type` "f16" (llama.cpp's
+        default) or "f32" (see KVCache)."""
+        return DecoderState(self.config, self.n_ctx, n_batch, kv_type)
 
     def forward(self, ids: np.ndarray, state: DecoderState, tracer=NULL_TRACER) -> np.ndarray:
         """Run tokens `ids` (T,) at the next free cache positions; logits (vocab,) of the last."""

@@ -3,7 +3,7 @@
 Follows llama.cpp's gpt2 graph (src/models/gpt2.cpp), which is HF's GPT2LMHeadModel:
 x = token embedding + learned position embedding (no rope). Per layer: LayerNorm ->
 c_attn with bias (`attn_qkv`, rows q | k | v, run as three products) -> causal multi-head
-attention (scale 1/sqrt(head_dim)) over the f16 KV cache -> c_proj with bias ->
+attention (scale 1/sqrt(head_dim)) over the KV cache (f16 by default) -> c_proj with bias ->
 residual; LayerNorm -> c_fc with bias (`ffn_up`) -> tanh GELU ("gelu_new", exact float32
 formula, not ggml's half table) -> c_proj with bias (`ffn_down`) -> residual. Then the
 final LayerNorm and the lm_head (tied to the token embeddings unless the file has
@@ -73,10 +73,12 @@ class GPT2:
         self.scale = 1.0 / math.sqrt(cfg.head_dim)
         self.layer_names = [f"layer[{i}]" for i in range(cfg.n_layers)]  # span names, made once
 
-    def new_state(self, n_batch: int = 512) -> DecoderState:
+    def new_state(self, n_batch: int = 512, kv_type: str = "f16") -> DecoderState:
         """A session of n_ctx positions taking up to `n_batch` tokens per forward (512,
-        llama.cpp's default batch). The FFN hidden (T, d_ff) lives in its `gate` buffer."""
-        return DecoderState(self.config, self.n_ctx, n_batch)
+        llama.cpp's default batch). The FFN hidden (T, d_ff) lives in its `gate` buffer.
+        `kv_type` "f32" keeps the KV cache (and attention) in float32, as transformers:
+        the f16 default, llama.cpp's, moves logits by ~4e-3 (see KVCache)."""
+        return DecoderState(self.config, self.n_ctx, n_batch, kv_type)
 
     def forward(self, ids: np.ndarray, state: DecoderState, tracer=NULL_TRACER) -> np.ndarray:
         """Run tokens `ids` (T,) at the next free cache positions; logits (vocab,) of the last."""

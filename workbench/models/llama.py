@@ -1,10 +1,10 @@
 """Llama-family decoder (Llama 2/3, TinyLlama, SmolLM2, Mistral-style GQA).
 
 Per layer: RMSNorm -> Q, K, V -> rope (GGUF's adjacent-pair order: the GGUF
-converter, or our HF loader, permuted HF's Q/K rows for it) -> causal GQA attention over the f16 KV cache ->
-output projection -> residual; RMSNorm -> gate, up -> SwiGLU -> down -> residual.
-Then the final RMSNorm and the lm_head (the token embeddings when the file has no
-`output.weight`), for the last position only.
+converter, or our HF loader, permuted HF's Q/K rows for it) -> causal GQA attention
+over the KV cache (f16 by default) -> output projection -> residual; RMSNorm -> gate,
+up -> SwiGLU -> down -> residual. Then the final RMSNorm and the lm_head (the token
+embeddings when the file has no `output.weight`), for the last position only.
 """
 
 from __future__ import annotations
@@ -54,10 +54,11 @@ class Llama:
         self.scale = 1.0 / math.sqrt(cfg.head_dim)
         self.layer_names = [f"layer[{i}]" for i in range(cfg.n_layers)]  # span names, made once
 
-    def new_state(self, n_batch: int = 512) -> DecoderState:
+    def new_state(self, n_batch: int = 512, kv_type: str = "f16") -> DecoderState:
         """A session of n_ctx positions taking up to `n_batch` tokens per forward (512,
-        llama.cpp's default batch, so a long prompt splits where it splits there)."""
-        return DecoderState(self.config, self.n_ctx, n_batch)
+        llama.cpp's default batch, so a long prompt splits where it splits there); the KV
+        cache holds `kv_type` "f16" (llama.cpp's default) or "f32" (see KVCache)."""
+        return DecoderState(self.config, self.n_ctx, n_batch, kv_type)
 
     def forward(self, ids: np.ndarray, state: DecoderState, tracer=NULL_TRACER) -> np.ndarray:
         """Run tokens `ids` (T,) at the next free cache positions; logits (vocab,) of the last."""

@@ -14,11 +14,12 @@ from workbench.nn.kv_cache import KVCache
 
 
 class DecoderState:
-    def __init__(self, cfg, n_ctx: int, n_batch: int):
-        """cfg: a ModelConfig (d_model, d_ff, heads, head_dim, layers, vocab_size)."""
+    def __init__(self, cfg, n_ctx: int, n_batch: int, kv_type: str = "f16"):
+        """cfg: a ModelConfig (d_model, d_ff, heads, head_dim, layers, vocab_size);
+        kv_type: the KV cache's precision, "f16" or "f32" (see KVCache)."""
         d, hd, H, Hkv = cfg.d_model, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
         self.n_batch = n_batch
-        self.cache = KVCache(cfg.n_layers, Hkv, n_ctx, hd)
+        self.cache = KVCache(cfg.n_layers, Hkv, n_ctx, hd, kv_type)
         f32 = np.float32
         self.x = np.zeros((n_batch, d), f32)  # residual stream
         self.xn = np.zeros((n_batch, d), f32)  # normed input of a block
