@@ -5,11 +5,11 @@
     workbench inspect FILE|DIR [--json]
     workbench convert SRC DST --to {gguf-q8_0,gguf-q4_0,gguf-f16,gguf-f32,hf-f32} [--overwrite] [--json]
     workbench trace SOURCE --prompt TEXT [--max-tokens N] [--out trace.json] [--level op]
-                    [load options] [--json]
+                    [--html report.html] [load options] [--json]
 
 Load options: --threads N, --ctx N, --profile {baseline,optimized,aggressive},
 --quant-threshold N|off, --quant-type {q8_0,q4_0}, --quantize-lm-head/--keep-lm-head,
---requantize, --no-fuse. SOURCE: a catalog name or derived variant
+--requantize, --no-fuse, --kv-type {f16,f32}. SOURCE: a catalog name or derived variant
 (smollm2-135m:q4_0), a GGUF file, an HF directory or an HF repo id.
     workbench bench SOURCE... [-p 32] [-n 64] [-t 1,2] [-r 5] [--peer llamacpp] [--md|--json|--csv]
     workbench bench --membw [--refresh] [--json]
@@ -120,6 +120,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     t.add_argument("--level", choices=["step", "layer", "op"], default="op")
     t.add_argument("--out", "-o", default="trace.json", help="Chrome trace-event JSON (Perfetto, speedscope)")
+    t.add_argument("--html", default=None, help="also write a standalone HTML report with the charts")
     t.add_argument("--no-roofline", action="store_true",
                    help="skip the bandwidth roofline (measuring it takes a few seconds the first time)")
     t.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
@@ -277,6 +278,8 @@ def _trace(args) -> int:
     out = Path(args.out)
     if not out.parent.is_dir():
         raise ParameterError(f"--out {out}: directory {out.parent} does not exist")
+    if args.html and not Path(args.html).parent.is_dir():
+        raise ParameterError(f"--html {args.html}: directory {Path(args.html).parent} does not exist")
     model = _load(args)
     # Untraced warm-up: the first call of each kernel loads it from numba's cache, which
     # is not what a trace should show.
@@ -294,6 +297,10 @@ def _trace(args) -> int:
     with tracing(args.level, meta) as tracer:
         gen = model.generate(args.prompt, max_tokens=args.max_tokens, chat=args.chat)
     tracer.to_chrome_json(out)
+    if args.html:
+        from workbench.viz import report_html
+
+        report_html(tracer, args.html, gbps)
     summary = tracer.summary()
     roof = tracer.roofline(gbps) if gbps else None
 
