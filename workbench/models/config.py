@@ -39,6 +39,10 @@ class ModelConfig:
     rope_base_local: float = 10000.0  # rope base of the sliding layers
     rope_freq_scale: float = 1.0  # linear rope scaling of the global layers: 1 / scaling factor
     final_logit_softcap: float = 0.0  # logits = c * tanh(logits / c) when > 0
+    # GELU through ggml's table of half-rounded values, as llama.cpp's CPU backend (the
+    # reference for GGUF files); HF directories are held to transformers, which computes
+    # it exactly (the table alone moves Gemma's logits by ~6e-3)
+    gelu_table: bool = True
 
     @property
     def group_size(self) -> int:
@@ -217,7 +221,7 @@ def _gemma3_hf(c: dict, source: str) -> dict:
         attn_scale=float(np.float32(1.0) / np.sqrt(np.float32(float(c.get("query_pre_attn_scalar", 256))))),
         embed_scale=math.sqrt(d), sliding_window=window if any(swa) else 0, swa_layers=swa if any(swa) else (),
         rope_base_local=float(c.get("rope_local_base_freq", _rope_theta(c, 10000.0, "sliding_attention"))),
-        rope_freq_scale=1.0 / factor, final_logit_softcap=float(softcap) if softcap else 0.0,
+        rope_freq_scale=1.0 / factor, final_logit_softcap=float(softcap) if softcap else 0.0, gelu_table=False,
     )
 
 

@@ -11,7 +11,8 @@ file without a sliding window, as llama.cpp's non-SWA Gemma 3 graph does).
 
 Every norm is a plain RMSNorm: Gemma computes x * (1 + w), and the GGUF converter
 (or our HF loader) already added the 1 to every norm weight. GELU uses ggml's half-precision table, as
-llama.cpp on the CPU does. Not here: rope scaling (Gemma 3 4B and larger scale the
+llama.cpp on the CPU does, for GGUF files, and the exact formula for HF directories
+(transformers' arithmetic; `ModelConfig.gelu_table`). Not here: rope scaling (Gemma 3 4B and larger scale the
 global layers' positions; `Rope` has no frequency scale yet) and vision inputs.
 """
 
@@ -22,7 +23,13 @@ from functools import partial
 import numpy as np
 
 from workbench.errors import UnsupportedError
-from workbench.kernels.activations import GELU_TANH_F16_TABLE, geglu_tanh_table_f32, geglu_tanh_table_f32_parallel
+from workbench.kernels.activations import (
+    GELU_TANH_F16_TABLE,
+    geglu_tanh_f32,
+    geglu_tanh_f32_parallel,
+    geglu_tanh_table_f32,
+    geglu_tanh_table_f32_parallel,
+)
 from workbench.models.config import ModelConfig
 from workbench.nn.attention import Rope, attend
 from workbench.nn.elementwise import gated_act, residual_add
@@ -79,9 +86,11 @@ class Gemma3:
             self.output = ld.linear("output.weight", cfg.vocab_size, cfg.d_model, "output", lm_head=True)
         self.embed_scale = np.float32(cfg.embed_scale)
         self.attn_scale = np.float32(cfg.attn_scale)
-        # GELU as ggml's CPU backend computes it: through its table of half-rounded values
-        self.geglu = partial(geglu_tanh_table_f32, table=GELU_TANH_F16_TABLE)
-        self.geglu_parallel = partial(geglu_tanh_table_f32_parallel, table=GELU_TANH_F16_TABLE)
+        if cfg.gelu_table:  # GELU as ggml's CPU backend computes it: through its table of half-rounded values
+            self.geglu = partial(geglu_tanh_table_f32, table=GELU_TANH_F16_TABLE)
+            self.geglu_parallel = partial(geglu_tanh_table_f32_parallel, table=GELU_TANH_F16_TABLE)
+        else:  # exactly, as transformers does (HF directories)
+            self.geglu, self.geglu_parallel = geglu_tanh_f32, geglu_tanh_f32_parallel
         self.layer_names = [f"layer[{i}]" for i in range(cfg.n_layers)]  # span names, made once
 
     def new_state(self, n_batch: int = 512, kv_type: str = "f16") -> DecoderState:
