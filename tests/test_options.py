@@ -136,3 +136,41 @@ def test_f32_kv_cache_generates_like_f16(smollm2_fused):
     m = workbench.load(smollm2_path(), kv_type="f32", threads=1)
     assert m.state.cache.kv_type == "f32" and "KV cache 90.0 MiB (f32)" in m.load_report.lines()
     assert m.generate(PROMPT, max_tokens=8).tokens == smollm2_fused.generate(PROMPT, max_tokens=8).tokens
+
+
+# The seed tool's counting: every linear layer by its own shape (GPT-2's c_attn as three
+# d x d projections), the lm_head included. Expected counts worked out from the configs.
+TINY_GPT2 = {0: 13, 576: 1, 768: 1, 1024: 1, 10**6: 0}  # d 64, d_ff 256, vocab 1257, 2 layers
+SMOLLM2_F32 = {0: 211, 576: 211, 768: 91, 1024: 91, 10**6: 0}  # 30 x (q, k, v, o, gate, up, down) + head
+GEMMA3_F32 = {0: 127, 576: 127, 768: 91, 1024: 91, 10**6: 0}  # 18 x 7 + head; k/v 256x640 and q 1024x640
+
+
+@pytest.mark.parametrize("threshold", sorted(TINY_GPT2))
+def test_counts_on_the_tiny_gpt2(threshold):
+    m = workbench.load("data/tiny-gpt2", quant_threshold=threshold, threads=1)
+    expected = TINY_GPT2[threshold]
+    assert m.load_report.quantized == (Counter({("f32", "q8_0"): expected}) if expected else Counter())
+    assert m.load_report.kept_float == 13 - expected
+    head = f"Quantized {expected} linear layers F32 -> Q8_0" if expected else "Quantized 0 linear layers"
+    assert m.load_report.lines()[0] == head
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("source, counts", [("smollm2-135m:hf-f32", SMOLLM2_F32), ("gemma3-270m:hf-f32", GEMMA3_F32)])
+def test_counts_on_the_f32_directories(source, counts):
+    for threshold, expected in counts.items():
+        m = workbench.load(source, quant_threshold=threshold, threads=1, n_ctx=64)
+        assert m.load_report.n_quantized == expected, (source, threshold)
+        assert not m.load_report.quantized or set(m.load_report.quantized) == {("f32", "q8_0")}
+        del m
+
+
+@pytest.mark.slow
+def test_fused_and_unfused_f32_paths_give_identical_tokens():
+    a = workbench.load("smollm2-135m:hf-f32", fuse=True, threads=1, n_ctx=128)
+    b = workbench.load("smollm2-135m:hf-f32", fuse=False, threads=1, n_ctx=128)
+    assert a.load_report.fused_qkv == 30 and b.load_report.fused_qkv == 0
+    assert a.generate(PROMPT, max_tokens=16).tokens == b.generate(PROMPT, max_tokens=16).tokens
+    a.reset(), b.reset()
+    ids = a.encode_prompt(PROMPT)
+    assert np.array_equal(a.forward(ids), b.forward(ids))
