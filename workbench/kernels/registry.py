@@ -4,7 +4,9 @@ The kernel experimenter registers a new variant next to the existing ones and co
 them on the same weights; the engine calls `default(op, fmt)`. A variant is a plain
 function with the op's documented signature (for "matvec": `fn(out, w, x)`, see
 `workbench.kernels.linear`). Registering is explicit and happens at import of the
-module that defines the kernels; this module imports no kernels itself.
+module that defines the kernels; this module imports no kernels itself until a lookup
+misses, when it loads the built-in ones (`workbench.kernels.linear`) once, so that a
+notebook may ask the registry first.
 """
 
 from typing import Callable
@@ -25,8 +27,14 @@ def register(op: str, fmt: str, name: str, fn: Callable, default: bool = False) 
     return fn
 
 
+def _load_builtins() -> None:
+    import workbench.kernels.linear  # noqa: F401  (registers the built-in kernels)
+
+
 def variants(op: str, fmt: str) -> dict[str, Callable]:
     """All variants of `op` for `fmt`, by name (a copy); UnsupportedError if there are none."""
+    if (op, fmt) not in _VARIANTS:
+        _load_builtins()
     found = _VARIANTS.get((op, fmt))
     if not found:
         raise UnsupportedError(f"no {op} kernel for weight format {fmt!r}")
@@ -36,6 +44,9 @@ def variants(op: str, fmt: str) -> dict[str, Callable]:
 def default(op: str, fmt: str) -> Callable:
     """The default variant of `op` for `fmt`; UnsupportedError if there is none."""
     name = _DEFAULTS.get((op, fmt))
+    if name is None:
+        _load_builtins()
+        name = _DEFAULTS.get((op, fmt))
     if name is None:
         raise UnsupportedError(f"no {op} kernel for weight format {fmt!r}")
     return _VARIANTS[(op, fmt)][name]
