@@ -134,7 +134,8 @@ def check_gguf(src_path, out_path, fmt, names=None):
 
 def check_hf(src_path, out_dir):
     """HFDirectory serves each GGUF tensor as exactly the source's dequantized values, and
-    config.json gives the source's ModelConfig (eps up to its float32 value)."""
+    config.json gives the source's ModelConfig (eps up to its float32 value; the GELU
+    arithmetic follows each format's reference on purpose: `ModelConfig.gelu_table`)."""
     src, hf = GGUFFile.open(src_path), HFDirectory.open(out_dir)
     assert hf.names == frozenset(src.tensors)
     for name, info in src.tensors.items():
@@ -144,7 +145,7 @@ def check_hf(src_path, out_dir):
         assert np.array_equal(t.f32().view(np.uint32), want.view(np.uint32)), name
     from_hf = ModelConfig.from_hf(hf.config, str(out_dir), "output.weight" in hf.names)
     from_gguf = ModelConfig.from_gguf(src)
-    assert replace(from_hf, norm_eps=float(np.float32(from_hf.norm_eps))) == from_gguf
+    assert replace(from_hf, norm_eps=float(np.float32(from_hf.norm_eps)), gelu_table=from_gguf.gelu_table) == from_gguf
 
 
 # -- fast tests on the tiny model ---------------------------------------------------------
