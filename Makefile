@@ -7,11 +7,13 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROMPT ?= The three most important ideas in computer science are
 
-# llama.cpp's native build dies with SIGILL on CPUs whose AMX code GCC 12 miscompiles;
-# this flag set is the tested AMX-free build (see ../shared/DESIGN.md).
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_AVX_VNNI=ON -DGGML_FMA=ON \
-	-DGGML_F16C=ON -DGGML_BMI2=ON -DGGML_AVX512=ON -DGGML_AVX512_VBMI=ON -DGGML_AVX512_VNNI=ON \
-	-DGGML_AVX512_BF16=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+# llama.cpp is built for the CPU it is built on (-march=native: machines here differ, some
+# have AVX-512 and AMX, some only AVX2), with the AMX code left out: GCC 12 miscompiles it
+# and the build then dies in batched decode (see ../shared/DESIGN.md). GCC's explicit
+# -mno-* flags (CMake takes CFLAGS/CXXFLAGS from the environment) win over -march=native
+# whatever their order, so __AMX_INT8__ stays undefined.
+LLAMA_NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
 .PHONY: install demo test test-fast peer goldens goldens-hf clean
 
@@ -41,8 +43,18 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 # The reference implementation, for regenerating golden files and side-by-side benchmarks.
+# Built from source with the flags above and never from pip's wheel cache: a cached wheel
+# of the same version may have been built natively (AMX in it), and that one segfaults in
+# batched decode. An installed build that passes the check is kept.
+
+LLAMA_CHECK = $(BIN)/python -m workbench.peers.llamacpp --check \
+	--smoke "$$($(BIN)/python -c 'from workbench.formats.catalog import resolve; print(resolve("smollm2-135m"))')"
 peer: install
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --no-binary llama-cpp-python llama-cpp-python==0.3.36
+	$(LLAMA_CHECK) 2>/dev/null || { \
+		$(BIN)/pip uninstall -y -q llama-cpp-python; \
+		CFLAGS="$(LLAMA_NO_AMX)" CXXFLAGS="$(LLAMA_NO_AMX)" CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
+			$(BIN)/pip install --no-cache-dir --no-binary llama-cpp-python \
+			llama-cpp-python==0.3.36 && $(LLAMA_CHECK); }
 
 goldens: peer
 	$(BIN)/python scripts/make_goldens.py

@@ -210,3 +210,25 @@ def test_library_errors_are_workbench_errors():
         bench(["smollm2-135m"], n_prompt=[4], n_gen=[4], threads=[1], reps=0)
     with pytest.raises(ParameterError, match="peer"):
         bench(["smollm2-135m"], peer="vllm", **TINY)
+
+
+def test_peer_refuses_a_build_with_amx_code(monkeypatch):
+    # a native llama.cpp build on an AMX CPU dies in batched decode (SIGSEGV, taking the
+    # test process with it): the peer reads the compiled features and refuses first
+    import sys
+    import types
+
+    from workbench.peers import PeerUnavailableError, llamacpp
+
+    info = b"CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 | "
+    fake = types.SimpleNamespace(__version__="0.3.36", llama_print_system_info=lambda: info)
+    monkeypatch.setitem(sys.modules, "llama_cpp", fake)
+    assert "AMX_INT8" in llamacpp.build_problem()
+    with pytest.raises(PeerUnavailableError, match="make peer"):
+        llamacpp.LlamaCppPeer("any.gguf", threads=1, n_ctx=64)
+    assert llamacpp._main(["--check"]) == 1
+    fake.llama_print_system_info = lambda: info.replace(b"AMX_INT8 = 1 | ", b"")
+    assert llamacpp.build_problem() is None
+    assert llamacpp._main(["--check"]) == 0
+    fake.__version__ = "0.3.20"
+    assert llamacpp._main(["--check"]) == 1

@@ -38,6 +38,34 @@ def version() -> str:
     return f"llama.cpp via llama-cpp-python {_llama_cpp().__version__}"
 
 
+PINNED = "0.3.36"  # the version the golden files were made with
+
+
+def build_problem() -> str | None:
+    """Why this llama-cpp-python build must not be run, or None.
+
+    A native build on a CPU with AMX compiles llama.cpp's AMX matrix code, which GCC 12
+    miscompiles: batched decode then dies with SIGSEGV or SIGILL inside the library,
+    taking the Python process with it. `llama_print_system_info` names the features the
+    library was compiled with, so the build is refused before a model is opened.
+    """
+    lc = _llama_cpp()
+    info = lc.llama_print_system_info().decode(errors="replace")
+    amx = sorted({part.split("=")[0].strip() for part in info.split("|")
+                  if part.strip().startswith("AMX") and part.strip().endswith("= 1")})
+    if amx:
+        return (f"llama-cpp-python {lc.__version__} was built with {', '.join(amx)}, whose code crashes "
+                "on this CPU; rebuild it without AMX: `make peer`")
+    return None
+
+
+def check_build() -> None:
+    """Raise `PeerUnavailableError` when the installed build would crash (see `build_problem`)."""
+    problem = build_problem()
+    if problem:
+        raise PeerUnavailableError(problem)
+
+
 class LlamaCppPeer:
     """One llama.cpp context on one GGUF file at a fixed thread count."""
 
@@ -45,6 +73,7 @@ class LlamaCppPeer:
 
     def __init__(self, path: str | Path, *, threads: int, n_ctx: int):
         lc = _llama_cpp()
+        check_build()
         self._lc = lc
         self.description = version()
         self.llm = lc.Llama(str(path), n_ctx=n_ctx, n_batch=N_BATCH, n_threads=threads,
@@ -89,3 +118,47 @@ class LlamaCppPeer:
 
     def close(self) -> None:
         self.llm.close()
+
+
+def smoke(path: str | Path) -> None:
+    """A batched prefill and one decode step on `path`: where a bad build crashes (AMX in
+    batched matrix products, instructions this CPU lacks). Run it in its own process."""
+    lc = _llama_cpp()
+    llm = lc.Llama(str(path), n_ctx=64, n_batch=64, n_threads=1, n_threads_batch=1, verbose=False)
+    try:
+        llm.eval(list(range(1, 33)))
+        llm.eval([1])
+    finally:
+        llm.close()
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """`python -m workbench.peers.llamacpp --check [--smoke GGUF]`: exit 0 when llama-cpp-python
+    PINNED is installed, built without AMX and (with --smoke) runs a batch on GGUF; the
+    Makefile's `peer` target rebuilds it otherwise. A crash in the smoke run exits nonzero
+    too, which is why this is a separate process."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m workbench.peers.llamacpp")
+    parser.add_argument("--check", action="store_true", required=True,
+                        help=f"check that llama-cpp-python {PINNED} is installed without AMX code")
+    parser.add_argument("--smoke", metavar="GGUF", help="also run a 32-token batch and a decode step on GGUF")
+    args = parser.parse_args(argv)
+    try:
+        installed = _llama_cpp().__version__
+        if installed != PINNED:
+            raise PeerUnavailableError(f"llama-cpp-python {installed} is installed; the golden files were "
+                                       f"made with {PINNED}: `make peer`")
+        check_build()
+        if args.smoke:
+            smoke(args.smoke)
+    except PeerUnavailableError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(f"llama-cpp-python {installed}: built without AMX" + (f", ran {args.smoke}" if args.smoke else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
