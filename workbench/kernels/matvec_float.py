@@ -12,7 +12,9 @@ columns with fused multiply-adds, reduced as GGML_F32x16_REDUCE, then the column
 the last full chunk one by one; bf16 follows `ggml_vec_dot_bf16`'s AVX512-BF16 path
 (`vdpbf16ps`: two products per lane, added one at a time). Results are equal bit for bit
 to llama.cpp's when cols is a multiple of 64 (all real models; the tail's additions
-may round differently where llama.cpp's compiler fuses them).
+may round differently where llama.cpp's compiler fuses them). A llama.cpp built for a
+CPU without AVX-512 sums in 8-lane accumulators instead; there the two agree to float32
+rounding of the sum, not bit for bit (the quantized kernels' order is the same in both).
 
 `matvec_<fmt>` is the parallel variant, `matvec_<fmt>_serial` the same code without
 threads.

@@ -18,8 +18,17 @@ bsums); the offsets go through the bsums.
 Prefill (T > 1) computes every token exactly as decode would; llama.cpp's own prefill
 paths (repacked gemm for q4_K, the "tiled" GEMM for q6_K at 8+ tokens) are not checked.
 
+How rows are scheduled (none of it changes a row's arithmetic): rows go in pairs, split
+over numba's threads (`prange`), two rows in one 16-lane register of
+`workbench.kernels.simd` (each half its row's lanes); a pair reads each super-block of x
+once, unpacks both rows' scales in vector registers, and its weight bytes are prefetched
+AHEAD bytes in advance. q4_K's four scalar chains (acc and acc_min of two rows) run side
+by side in one f32x4. A last pair short of a row computes the last row twice.
+
 `matvec_<fmt>` is the parallel variant (rows split over numba's threads),
-`matvec_<fmt>_serial` the same code without threads. Layouts: `workbench.quant.formats`.
+`matvec_<fmt>_serial` the same code without threads, `matvec_<fmt>_v1`
+("reference_order_v1") the one-row-per-pass kernel before row pairs, kept to compare
+against (tests/test_matvec_variants.py). Layouts: `workbench.quant.formats`.
 """
 
 import numpy as np
@@ -27,19 +36,38 @@ from numba import prange
 
 from workbench.kernels.activation_quant import quantize_rows_q8_k
 from workbench.kernels.jit import njit_parallel, njit_serial
+from workbench.kernels.matvec_legacy import AHEAD, prefetch_bytes
 from workbench.kernels.simd import (
     add_scaled,
     dot_mins,
+    dot_scaled_pair,
+    fma_pair,
     fma_quads,
+    fma_row_sums,
     fmaf,
+    hsum_hi,
+    hsum_lo,
+    lane,
     load_f16,
     load_u32,
+    mins_pair,
+    nibbles_pair,
     pdot_nibble,
     pdot_q6,
+    pick_k4,
+    pick_q6,
+    q6_offsets_pair,
+    q6_pair,
+    scales4,
+    scales_mins_k4_pair,
+    scales_pair,
+    scales_q6_pair,
     sub_offsets,
+    vsub,
     vsum,
     vsum_quads,
     zeros_f32,
+    zeros_f32x4,
     zeros_i32,
 )
 
@@ -74,6 +102,75 @@ def _matvec_q4_k(out, w, x):
     # super-block = f16 d, f16 dmin, 12 B scales, 128 B nibbles: 4 x 32 bytes whose low
     # nibbles are sub-block 2i and high nibbles sub-block 2i+1; w = d*sc*q - dmin*min
     T, cols = x.shape
+    nb, rb, last = cols // QK_K, w.shape[1], w.shape[0] - 1
+    xq = np.empty((T, cols), np.int8)
+    xd = np.empty((T, nb), np.float32)
+    bsums = np.empty((T, cols // 16), np.int32)
+    quantize_rows_q8_k(x, xq, xd, bsums)
+    for g in prange((last + 2) // 2):
+        r0, r1 = 2 * g, min(2 * g + 1, last)
+        a, b = r0 * rb, r1 * rb
+        for t in range(T):
+            acc = zeros_f32x4()  # [acc A, acc B, acc_min A, acc_min B]
+            for k in range(nb):
+                o = k * 144
+                prefetch_bytes(w, a + AHEAD + k * 2 * 144, 2 * 144)
+                xo = t * cols + k * QK_K
+                s, mins = scales_mins_k4_pair(w, a + o + 4, b + o + 4)
+                p = zeros_i32()  # I of row A (lanes 0..7) and B (8..15)
+                for i in range(4):
+                    q = o + 16 + 32 * i
+                    lo, hi = nibbles_pair(w, a + q, b + q, 0), nibbles_pair(w, a + q, b + q, 4)
+                    p = dot_scaled_pair(p, lo, xq, xo + 64 * i, pick_k4(s, 2 * i))
+                    p = dot_scaled_pair(p, hi, xq, xo + 64 * i + 32, pick_k4(s, 2 * i + 1))
+                # M: sum_j min_j * (q8 values of sub-block j), bsums come 2 per sub-block
+                mins = mins_pair(mins, bsums, t * (cols // 16) + k * 16)
+                d = scales4(w, a + o, b + o, a + o + 2, b + o + 2, xd[t, k])  # d A, d B, dmin A, dmin B
+                acc = fma_row_sums(acc, p, mins, 0, d)
+            out[t, r0], out[t, r1] = lane(acc, 0) - lane(acc, 2), lane(acc, 1) - lane(acc, 3)
+
+
+def _matvec_q6_k(out, w, x):
+    # W (rows, nb*210) @ x (T, cols) -> out (T, rows)
+    # super-block = 128 B ql (low 4 bits), 64 B qh (high 2 bits), 16 int8 scales, f16 d;
+    # value 128h + 32k + l takes ql[64h + 32(k&1) + l] nibble k>>1 and qh[32h + l] bits
+    # 2k..2k+1, scale (128h + 32k + l) // 16; w = d * sc * (q - 32)
+    T, cols = x.shape
+    nb, rb, last = cols // QK_K, w.shape[1], w.shape[0] - 1
+    xq = np.empty((T, cols), np.int8)
+    xd = np.empty((T, nb), np.float32)
+    bsums = np.empty((T, cols // 16), np.int32)
+    quantize_rows_q8_k(x, xq, xd, bsums)
+    for g in prange((last + 2) // 2):
+        r0, r1 = 2 * g, min(2 * g + 1, last)
+        a, b = r0 * rb, r1 * rb
+        for t in range(T):
+            acc = zeros_f32()
+            for k in range(nb):
+                o = k * 210
+                prefetch_bytes(w, a + AHEAD + k * 2 * 210, 2 * 210)
+                xo = t * cols + k * QK_K
+                s = scales_q6_pair(w, a + o + 192, b + o + 192)
+                p = zeros_i32()
+                for h in range(2):
+                    for j in range(4):
+                        lo = o + 64 * h + 32 * (j & 1)
+                        hi = o + 128 + 32 * h
+                        q = q6_pair(w, a + lo, b + lo, 4 * (j >> 1), a + hi, b + hi, 2 * j)
+                        p = dot_scaled_pair(p, q, xq, xo + 128 * h + 32 * j, pick_q6(s, 8 * h + 2 * j))
+                p = vsub(p, q6_offsets_pair(bsums, t * (cols // 16) + k * 16, w, a + o + 192, b + o + 192))
+                acc = fma_pair(acc, scales_pair(w, a + o + 208, b + o + 208, xd[t, k]), p)
+            out[t, r0], out[t, r1] = hsum_lo(acc), hsum_hi(acc)
+
+
+# ---- reference_order_v1: one row per pass, x widened to int16 ---------------------------
+
+
+def _matvec_q4_k_v1(out, w, x):
+    # W (rows, nb*144) @ x (T, cols) -> out (T, rows)
+    # super-block = f16 d, f16 dmin, 12 B scales, 128 B nibbles: 4 x 32 bytes whose low
+    # nibbles are sub-block 2i and high nibbles sub-block 2i+1; w = d*sc*q - dmin*min
+    T, cols = x.shape
     nb = cols // QK_K
     xq = np.empty((T, cols), np.int16)
     xd = np.empty((T, nb), np.float32)
@@ -102,7 +199,7 @@ def _matvec_q4_k(out, w, x):
             out[t, r] = acc - acc_min
 
 
-def _matvec_q6_k(out, w, x):
+def _matvec_q6_k_v1(out, w, x):
     # W (rows, nb*210) @ x (T, cols) -> out (T, rows)
     # super-block = 128 B ql (low 4 bits), 64 B qh (high 2 bits), 16 int8 scales, f16 d;
     # value 128h + 32k + l takes ql[64h + 32(k&1) + l] nibble k>>1 and qh[32h + l] bits
@@ -141,3 +238,6 @@ matvec_q6_k = njit_parallel(_matvec_q6_k)
 
 matvec_q4_k_serial = njit_serial(_matvec_q4_k)
 matvec_q6_k_serial = njit_serial(_matvec_q6_k)
+
+matvec_q4_k_v1 = njit_parallel(_matvec_q4_k_v1)
+matvec_q6_k_v1 = njit_parallel(_matvec_q6_k_v1)

@@ -422,3 +422,630 @@ if numba.config.DISABLE_JIT:  # the same names as numpy functions, to step throu
         zeros_f32,
         zeros_i32,
     )
+
+
+# ---- row groups: two rows per 16-lane register, four rows per pass ------------------------
+#
+# The decode kernels compute several weight rows per pass over x, so that each block of
+# x is loaded once for all of them and the rows' independent chains hide each other's
+# latency. A "pair" register holds two rows: lanes 0..7 row A, lanes 8..15 row B, each
+# half exactly llama.cpp's 8 AVX2 lanes for its row (the same integers, the same fused
+# multiply-adds in the same order), so the halves never mix until `hsum_lo` / `hsum_hi`
+# reduce each as `hsum_float_8`. A row's arithmetic is the same whichever group it is in.
+# Block dots take the quants of both rows as 64 unsigned bytes (u8x64) and one block of
+# x as int8, copied into both halves:
+#   dot4_pair        lane k of a half += sum of products 4k..4k+3 (`vpdpbusd`)
+#   dot_scaled_pair  the same with int16 sub-block scales applied (`vpmaddubsw`, `vpdpwssd`)
+# Integer sums are exact, so how they are formed is free; where the weights are signed
+# (q8_0) they are biased by +128 to be unsigned and the caller starts the dot from
+# -128 * (each 4 x values' sum), and q5_0's -16 offset goes the same way.
+# With 512-bit VNNI (`VNNI`, decided for the CPU numba compiles for) these are single
+# instructions; elsewhere the same integers come from plain widening vector arithmetic.
+# Scales of a row group are gathered once per block into one vector (`scales_quad`, ...)
+# and converted and multiplied there, each lane rounded as the scalar product it stands
+# for. f32x8 / f32x4 hold per-row scalar chains side by side (q4_1's min term; q4_0 and
+# q4_K's one fused multiply-add per block), again lane for lane the scalar arithmetic.
+
+import llvmlite.binding as _llvm  # noqa: E402
+
+u8x64 = _Vector("u8x64", _i8, 64)
+i16x32 = _Vector("i16x32", _i16, 32)
+f32x8 = _Vector("f32x8", _f32, 8)
+f32x4 = _Vector("f32x4", _f32, 4)
+
+
+def _target_has(*features: str) -> bool:
+    """Whether the CPU numba compiles for has all `features` (LLVM names): those of
+    NUMBA_CPU_FEATURES when set (as numba's codegen decides), else the host's."""
+    if numba.config.CPU_FEATURES is not None:
+        named = numba.config.CPU_FEATURES.split(",")
+        return all(f"+{f}" in named for f in features)
+    host = _llvm.get_host_cpu_features()
+    return all(host.get(f, False) for f in features)
+
+
+VNNI = _target_has("avx512vnni", "avx512bw", "avx512vl")
+
+
+def _x86(builder, name, ret, args):
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ret, [a.type for a in args]), name)
+    return builder.call(fn, args)
+
+
+def _dot4(builder, acc, q, x):
+    """acc (16 x i32) + sum_{j<4} u8 q[4k+j] * s8 x[4k+j] in lane k (`vpdpbusd`)."""
+    vt = acc.type
+    if VNNI:
+        return _x86(builder, "llvm.x86.avx512.vpdpbusd.512", vt,
+                    [acc, builder.bitcast(q, vt), builder.bitcast(x, vt)])
+    p = builder.mul(builder.zext(q, _vt(_i32, 64)), builder.sext(x, _vt(_i32, 64)))
+    part = [builder.shuffle_vector(p, p, _const(_i32, LANES, list(range(j, 64, 4)))) for j in range(4)]
+    return builder.add(acc, builder.add(builder.add(part[0], part[1]), builder.add(part[2], part[3])))
+
+
+def _maddubs(builder, q, x):
+    """64 u8 q * s8 x, adjacent products summed into 32 x i16 (`vpmaddubsw`; callers keep
+    q <= 63, so its saturation never happens)."""
+    if VNNI:
+        return _x86(builder, "llvm.x86.avx512.pmaddubs.w.512", _vt(_i16, 32), [q, x])
+    p = builder.mul(builder.zext(q, _vt(_i16, 64)), builder.sext(x, _vt(_i16, 64)))
+    even = builder.shuffle_vector(p, p, _const(_i32, 32, list(range(0, 64, 2))))
+    odd = builder.shuffle_vector(p, p, _const(_i32, 32, list(range(1, 64, 2))))
+    return builder.add(even, odd)
+
+
+def _dpwssd(builder, acc, a, b):
+    """acc (16 x i32) + a[2k] * b[2k] + a[2k+1] * b[2k+1] in lane k (`vpdpwssd`)."""
+    if VNNI:
+        vt = acc.type
+        return _x86(builder, "llvm.x86.avx512.vpdpwssd.512", vt,
+                    [acc, builder.bitcast(a, vt), builder.bitcast(b, vt)])
+    p = builder.mul(builder.sext(a, _vt(_i32, 32)), builder.sext(b, _vt(_i32, 32)))
+    even = builder.shuffle_vector(p, p, _const(_i32, LANES, list(range(0, 32, 2))))
+    odd = builder.shuffle_vector(p, p, _const(_i32, LANES, list(range(1, 32, 2))))
+    return builder.add(acc, builder.add(even, odd))
+
+
+def _permute_words(builder, v, idx):
+    """Word k of the result = word idx[k] of v (32 x i16; `vpermw`)."""
+    if VNNI:
+        return _x86(builder, "llvm.x86.avx512.permvar.hi.512", v.type, [v, builder.trunc(idx, v.type)])
+    out = ir.Constant(v.type, None)
+    for k in range(32):
+        word = builder.extract_element(v, builder.extract_element(idx, ir.Constant(_i32, k)))
+        out = builder.insert_element(out, word, ir.Constant(_i32, k))
+    return out
+
+
+def _x_twice(context, builder, xty, x, xo):
+    """32 int8 of x at flat xo, in both halves of a 64-byte vector."""
+    v = _load(context, builder, xty, x, xo, _i8, 32)
+    return _concat(builder, v, v)
+
+
+def _nibbles_pair(context, builder, wty, w, oa, ob):
+    """16 bytes at oa and at ob -> 64 x u8: low nibbles of a, high of a, low of b, high of b."""
+    a = _load(context, builder, wty, w, oa, _i8, 16)
+    b = _load(context, builder, wty, w, ob, _i8, 16)
+    aabb = builder.shuffle_vector(a, b, _const(_i32, 64, [*range(16)] * 2 + [*range(16, 32)] * 2))
+    # the second copy of each row shifted right by 4 as 16-bit words: the mask below
+    # drops the bits a word shift moves across bytes
+    words = builder.lshr(builder.bitcast(aabb, _vt(_i16, 32)), _const(_i16, 32, ([0] * 8 + [4] * 8) * 2))
+    return builder.and_(builder.bitcast(words, _vt(_i8, 64)), _const(_i8, 64, 15))
+
+
+def _gather(context, builder, wty, w, offsets, elty):
+    """One `elty` at each byte offset of w, as a vector."""
+    v = ir.Constant(_vt(elty, len(offsets)), None)
+    for i, o in enumerate(offsets):
+        v = builder.insert_element(v, _load(context, builder, wty, w, o, elty), ir.Constant(_i32, i))
+    return v
+
+
+def _spread(builder, v, a, b):
+    """16 lanes: lane a of v in lanes 0..7, lane b in lanes 8..15."""
+    return builder.shuffle_vector(v, v, _const(_i32, LANES, [a] * 8 + [b] * 8))
+
+
+def _row_sums(builder, ab, cd):
+    """Two pair registers (A | B), (C | D) of int32 -> [sum A, sum B, sum C, sum D] (exact)."""
+    lo = [*range(0, 4), *range(8, 12), *range(16, 20), *range(24, 28)]
+    v = builder.add(builder.shuffle_vector(ab, cd, _const(_i32, 16, lo)),
+                    builder.shuffle_vector(ab, cd, _const(_i32, 16, [k + 4 for k in lo])))
+    v = builder.add(builder.shuffle_vector(v, v, _const(_i32, 8, [k for k in range(16) if k % 4 < 2])),
+                    builder.shuffle_vector(v, v, _const(_i32, 8, [k for k in range(16) if k % 4 >= 2])))
+    return builder.add(builder.shuffle_vector(v, v, _const(_i32, 4, [0, 2, 4, 6])),
+                       builder.shuffle_vector(v, v, _const(_i32, 4, [1, 3, 5, 7])))
+
+
+@intrinsic
+def prefetch(typingctx, a, o):
+    """Hint that the cache line holding flat element `o` of `a` is read soon (`prefetcht0`;
+    a prefetch never faults, so `o` may lie past the end)."""
+    def codegen(context, builder, sig, args):
+        data = context.make_array(sig.args[0])(context, builder, value=args[0]).data
+        ptr = builder.bitcast(builder.gep(data, [args[1]]), _i8.as_pointer())
+        fnty = ir.FunctionType(ir.VoidType(), [ptr.type, _i32, _i32, _i32])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, "llvm.prefetch.p0")
+        builder.call(fn, [ptr, ir.Constant(_i32, 0), ir.Constant(_i32, 3), ir.Constant(_i32, 1)])
+        return context.get_dummy_value()
+    return types.none(a, types.intp), codegen
+
+
+@intrinsic
+def zeros_f32x8(typingctx):
+    def codegen(context, builder, sig, args):
+        return _const(_f32, 8, 0.0)
+    return f32x8(), codegen
+
+
+@intrinsic
+def zeros_f32x4(typingctx):
+    def codegen(context, builder, sig, args):
+        return _const(_f32, 4, 0.0)
+    return f32x4(), codegen
+
+
+@intrinsic
+def vadd(typingctx, a, b):
+    """a + b lane by lane (float lanes each rounded as a scalar add)."""
+    if a != b or a not in (f32x8, f32x16, i32x16):
+        return None
+    def codegen(context, builder, sig, args):
+        return (builder.fadd if a.element == _f32 else builder.add)(*args)
+    return a(a, a), codegen
+
+
+@intrinsic
+def vsub(typingctx, a, b):
+    """a - b lane by lane (i32x16)."""
+    def codegen(context, builder, sig, args):
+        return builder.sub(*args)
+    return i32x16(i32x16, i32x16), codegen
+
+
+@intrinsic
+def lane(typingctx, v, k):
+    """Lane k of an f32x4 or f32x8."""
+    if v not in (f32x4, f32x8):
+        return None
+    def codegen(context, builder, sig, args):
+        return builder.extract_element(args[0], builder.trunc(args[1], _i32))
+    return types.float32(v, types.intp), codegen
+
+
+def _half_sum(lanes):
+    @intrinsic
+    def hsum_half(typingctx, acc):
+        if acc not in (f32x16, i32x16):
+            return None
+        def codegen(context, builder, sig, args):
+            half = builder.shuffle_vector(args[0], args[0], _const(_i32, 8, lanes))
+            return _tree_sum(builder, half, builder.fadd if acc == f32x16 else builder.add)
+        return (types.float32 if acc == f32x16 else types.int32)(acc), codegen
+    return hsum_half
+
+
+# lanes 0..7 (row A) / 8..15 (row B) of a pair register summed in the order of
+# llama.cpp's `hsum_float_8`: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))
+hsum_lo = _half_sum(list(range(8)))
+hsum_hi = _half_sum(list(range(8, 16)))
+
+
+@intrinsic
+def q8_pair(typingctx, w, oa, ob):
+    """q8_0 quants of rows A and B (32 int8 at byte offsets oa, ob) as u8 = q + 128."""
+    def codegen(context, builder, sig, args):
+        a = _load(context, builder, sig.args[0], args[0], args[1], _i8, 32)
+        b = _load(context, builder, sig.args[0], args[0], args[2], _i8, 32)
+        return builder.xor(_concat(builder, a, b), _const(_i8, 64, 0x80))
+    return u8x64(w, types.intp, types.intp), codegen
+
+
+@intrinsic
+def q4_pair(typingctx, w, oa, ob):
+    """q4_0 / q4_1 quants 0..15 of rows A and B from 16 bytes at oa, ob: each row's low
+    nibbles (values 0..15 of its block), then its high nibbles (16..31)."""
+    def codegen(context, builder, sig, args):
+        return _nibbles_pair(context, builder, sig.args[0], *args)
+    return u8x64(w, types.intp, types.intp), codegen
+
+
+@intrinsic
+def q5_pair(typingctx, w, oa, ob, qha, qhb):
+    """q5_0 quants 0..31 of rows A and B: `q4_pair` | (bit j of the row's qh) << 4."""
+    def codegen(context, builder, sig, args):
+        i64 = ir.IntType(64)
+        q = _nibbles_pair(context, builder, sig.args[0], *args[:3])
+        qh_b = builder.shl(builder.zext(args[4], i64), ir.Constant(i64, 32))
+        qh = builder.or_(builder.zext(args[3], i64), qh_b)
+        high = builder.zext(builder.bitcast(qh, _vt(ir.IntType(1), 64)), _vt(_i8, 64))
+        return builder.or_(q, builder.shl(high, _const(_i8, 64, 4)))
+    return u8x64(w, types.intp, types.intp, types.uint32, types.uint32), codegen
+
+
+@intrinsic
+def nibbles_pair(typingctx, w, oa, ob, shift):
+    """q4_K sub-block of rows A and B: (32 bytes at oa | 32 at ob) >> shift & 15, shift 0 or 4."""
+    def codegen(context, builder, sig, args):
+        a = _load(context, builder, sig.args[0], args[0], args[1], _i8, 32)
+        b = _load(context, builder, sig.args[0], args[0], args[2], _i8, 32)
+        v = builder.lshr(_concat(builder, a, b), _splat(builder, builder.trunc(args[3], _i8), 64))
+        return builder.and_(v, _const(_i8, 64, 15))
+    return u8x64(w, types.intp, types.intp, types.intp), codegen
+
+
+@intrinsic
+def q6_pair(typingctx, w, la, lb, ls, ha, hb, hs):
+    """q6_K values 0..63 of a 32-value group of rows A and B: ((w[l+j] >> ls) & 15) |
+    ((w[h+j] >> hs) & 3) << 4 with l, h = la, ha for row A and lb, hb for row B."""
+    def codegen(context, builder, sig, args):
+        w_, la_, lb_, ls_, ha_, hb_, hs_ = args
+        ld = lambda o: _load(context, builder, sig.args[0], w_, o, _i8, 32)  # noqa: E731
+        by = lambda s: _splat(builder, builder.trunc(s, _i8), 64)  # noqa: E731
+        lo = builder.and_(builder.lshr(_concat(builder, ld(la_), ld(lb_)), by(ls_)), _const(_i8, 64, 15))
+        hi = builder.and_(builder.lshr(_concat(builder, ld(ha_), ld(hb_)), by(hs_)), _const(_i8, 64, 3))
+        return builder.or_(lo, builder.shl(hi, _const(_i8, 64, 4)))
+    return u8x64(w, types.intp, types.intp, types.intp, types.intp, types.intp, types.intp), codegen
+
+
+@intrinsic
+def dot4_pair(typingctx, acc, q, x, xo):
+    """acc + the block dot of q (rows A, B) with 32 int8 x at flat xo: lane k of each half
+    adds the exact sum of its row's products 4k..4k+3."""
+    def codegen(context, builder, sig, args):
+        acc_, q_, x_, xo_ = args
+        return _dot4(builder, acc_, q_, _x_twice(context, builder, sig.args[2], x_, xo_))
+    return i32x16(i32x16, u8x64, x, types.intp), codegen
+
+
+@intrinsic
+def dot_scaled_pair(typingctx, acc, q, x, xo, s):
+    """acc + scaled block dot: lane k of each half adds s[2k] * (products 4k, 4k+1) +
+    s[2k+1] * (products 4k+2, 4k+3), x = 32 int8 at flat xo, s int16 words (rows A, B)."""
+    def codegen(context, builder, sig, args):
+        acc_, q_, x_, xo_, s_ = args
+        pairs = _maddubs(builder, q_, _x_twice(context, builder, sig.args[2], x_, xo_))
+        return _dpwssd(builder, acc_, pairs, s_)
+    return i32x16(i32x16, u8x64, x, types.intp, i16x32), codegen
+
+
+@intrinsic
+def load_i32x8_twice(typingctx, a, o):
+    """8 int32 at flat offset o of `a` in both halves: a per-block term of x for two rows."""
+    def codegen(context, builder, sig, args):
+        v = _load(context, builder, sig.args[0], args[0], args[1], _i32, 8)
+        return _concat(builder, v, v)
+    return i32x16(a, types.intp), codegen
+
+
+@intrinsic
+def scales_pair(typingctx, w, oa, ob, dx):
+    """fp16 at byte oa of w, times dx, in lanes 0..7; the fp16 at ob times dx in 8..15."""
+    def codegen(context, builder, sig, args):
+        v = _gather(context, builder, sig.args[0], args[0], args[1:3], ir.HalfType())
+        v = builder.fmul(builder.fpext(v, _vt(_f32, 2)), _splat(builder, args[3], 2))
+        return _spread(builder, v, 0, 1)
+    return f32x16(w, types.intp, types.intp, types.float32), codegen
+
+
+@intrinsic
+def scales4(typingctx, w, oa, ob, oc, od, dx):
+    """[fp16 at byte oa, ob, oc, od of w] * dx."""
+    def codegen(context, builder, sig, args):
+        v = _gather(context, builder, sig.args[0], args[0], args[1:5], ir.HalfType())
+        return builder.fmul(builder.fpext(v, _vt(_f32, 4)), _splat(builder, args[5], 4))
+    return f32x4(w, types.intp, types.intp, types.intp, types.intp, types.float32), codegen
+
+
+@intrinsic
+def scales_quad(typingctx, w, oa, ob, oc, od, dx):
+    """The fp16 block scales of rows A..D (byte offsets oa..od) times dx, as the pair
+    registers (A | B) and (C | D)."""
+    def codegen(context, builder, sig, args):
+        v = _gather(context, builder, sig.args[0], args[0], args[1:5], ir.HalfType())
+        v = builder.fmul(builder.fpext(v, _vt(_f32, 4)), _splat(builder, args[5], 4))
+        pairs = [_spread(builder, v, 0, 1), _spread(builder, v, 2, 3)]
+        return context.make_tuple(builder, sig.return_type, pairs)
+    sig = types.UniTuple(f32x16, 2)(w, types.intp, types.intp, types.intp, types.intp, types.float32)
+    return sig, codegen
+
+
+@intrinsic
+def scales_mins_quad(typingctx, w, oa, ob, oc, od, dx, sx):
+    """q4_1's fp16 (d, m) at byte offsets oa..od of rows A..D: d * dx as the pair
+    registers (A | B), (C | D), and f32x8 [d_A dx, m_A sx, d_B dx, m_B sx, ...]
+    whose odd lanes are the rows' min terms m * s."""
+    def codegen(context, builder, sig, args):
+        v = _gather(context, builder, sig.args[0], args[0], args[1:5], _i32)
+        v = builder.fpext(builder.bitcast(v, _vt(ir.HalfType(), 8)), _vt(_f32, 8))
+        ds = builder.insert_element(ir.Constant(_vt(_f32, 2), None), args[5], ir.Constant(_i32, 0))
+        ds = builder.insert_element(ds, args[6], ir.Constant(_i32, 1))
+        v = builder.fmul(v, builder.shuffle_vector(ds, ds, _const(_i32, 8, [0, 1] * 4)))
+        parts = [_spread(builder, v, 0, 2), _spread(builder, v, 4, 6), v]
+        return context.make_tuple(builder, sig.return_type, parts)
+    sig = types.Tuple([f32x16, f32x16, f32x8])(w, types.intp, types.intp, types.intp, types.intp,
+                                                types.float32, types.float32)
+    return sig, codegen
+
+
+@intrinsic
+def fma_pair(typingctx, acc, s, p):
+    """acc + s * float(p) lane by lane, fused (`_mm256_fmadd_ps(d, q, acc)` of each row)."""
+    def codegen(context, builder, sig, args):
+        acc_, s_, p_ = args
+        return _fma(builder, s_, builder.sitofp(p_, _vt(_f32)), acc_)
+    return f32x16(f32x16, f32x16, i32x16), codegen
+
+
+@intrinsic
+def fma_row_sums(typingctx, acc, ab, cd, offset, s):
+    """acc + s * float(row sum - offset), fused, for rows [A, B, C, D] of the int32 pair
+    registers ab, cd: four scalar chains `acc = fmaf(sumi, d, acc)` side by side."""
+    def codegen(context, builder, sig, args):
+        acc_, ab_, cd_, off_, s_ = args
+        sums = builder.sub(_row_sums(builder, ab_, cd_), _splat(builder, builder.trunc(off_, _i32), 4))
+        return _fma(builder, s_, builder.sitofp(sums, _vt(_f32, 4)), acc_)
+    return f32x4(f32x4, i32x16, i32x16, types.int64, f32x4), codegen
+
+
+@intrinsic
+def scales_mins_k4_pair(typingctx, w, oa, ob):
+    """The 6-bit scales and mins of a q4_K super-block of rows A and B (12 bytes at oa,
+    ob): scales as int16 words 0..7 (A) and 8..15 (B), for `pick_k4`; mins as int32 lanes
+    0..7 (A) and 8..15 (B). Sub-blocks 0..3 keep the low 6 bits of bytes 0..3 (scales)
+    and 4..7 (mins); 4..7 take 4 bits from bytes 8..11 and 2 from bits 6..7 of 0..7."""
+    def codegen(context, builder, sig, args):
+        va = _load(context, builder, sig.args[0], args[0], args[1], _i32, 4)
+        vb = _load(context, builder, sig.args[0], args[0], args[2], _i32, 4)
+        a, b, c = (builder.shuffle_vector(va, vb, _const(_i32, 2, [k, 4 + k])) for k in range(3))
+        k = lambda v: _const(_i32, 2, v)  # noqa: E731
+        top2 = lambda v: builder.shl(builder.and_(builder.lshr(v, k(6)), k(0x03030303)), k(4))  # noqa: E731
+        sc_lo, mn_lo = builder.and_(a, k(0x3F3F3F3F)), builder.and_(b, k(0x3F3F3F3F))
+        sc_hi = builder.or_(builder.and_(c, k(0x0F0F0F0F)), top2(a))
+        mn_hi = builder.or_(builder.and_(builder.lshr(c, k(4)), k(0x0F0F0F0F)), top2(b))
+        rows = lambda lo, hi: builder.bitcast(  # noqa: E731  [lo A, hi A, lo B, hi B] as bytes
+            builder.shuffle_vector(lo, hi, _const(_i32, 4, [0, 2, 1, 3])), _vt(_i8, 16))
+        sc = builder.zext(rows(sc_lo, sc_hi), _vt(_i16, 16))
+        mn = builder.zext(rows(mn_lo, mn_hi), _vt(_i32, 16))
+        return context.make_tuple(builder, sig.return_type, [_concat(builder, sc, sc), mn])
+    return types.Tuple([i16x32, i32x16])(w, types.intp, types.intp), codegen
+
+
+@intrinsic
+def pick_k4(typingctx, s, j):
+    """Scale j of row A in words 0..15 and of row B in words 16..31 (s from
+    `scales_mins_k4_pair`)."""
+    def codegen(context, builder, sig, args):
+        idx = builder.add(_splat(builder, builder.trunc(args[1], _i32), 32),
+                          _const(_i32, 32, [0] * 16 + [8] * 16))
+        return _permute_words(builder, args[0], idx)
+    return i16x32(i16x32, types.intp), codegen
+
+
+@intrinsic
+def mins_pair(typingctx, mins, bsums, bo):
+    """mins * (bsums[bo+2j] + bsums[bo+2j+1]) in lane j and 8 + j: q4_K's min terms of
+    rows A and B, summed per row by `fma_row_sums`."""
+    def codegen(context, builder, sig, args):
+        bs = _load(context, builder, sig.args[1], args[1], args[2], _i32, 16)
+        even = builder.shuffle_vector(bs, bs, _const(_i32, 16, list(range(0, 16, 2)) * 2))
+        odd = builder.shuffle_vector(bs, bs, _const(_i32, 16, list(range(1, 16, 2)) * 2))
+        return builder.mul(args[0], builder.add(even, odd))
+    return i32x16(i32x16, bsums, types.intp), codegen
+
+
+@intrinsic
+def scales_q6_pair(typingctx, w, sa, sb):
+    """The 16 int8 q6_K scales at byte sa (row A) and sb (row B) as int16 words 0..15, 16..31."""
+    def codegen(context, builder, sig, args):
+        a = _load(context, builder, sig.args[0], args[0], args[1], _i8, 16)
+        b = _load(context, builder, sig.args[0], args[0], args[2], _i8, 16)
+        return builder.sext(_concat(builder, a, b), _vt(_i16, 32))
+    return i16x32(w, types.intp, types.intp), codegen
+
+
+@intrinsic
+def pick_q6(typingctx, s, g):
+    """Words: scale g of row A x8, g+1 of A x8, g of B x8, g+1 of B x8 (a 32-value
+    group's two scales per row, as llama.cpp's `get_scale_shuffle`)."""
+    def codegen(context, builder, sig, args):
+        idx = builder.add(_splat(builder, builder.trunc(args[1], _i32), 32),
+                          _const(_i32, 32, [0] * 8 + [1] * 8 + [16] * 8 + [17] * 8))
+        return _permute_words(builder, args[0], idx)
+    return i16x32(i16x32, types.intp), codegen
+
+
+@intrinsic
+def q6_offsets_pair(typingctx, bsums, bo, w, sa, sb):
+    """q6_K's -32 offset of rows A and B: lane k of each half = 32 * (bsums[bo+2k] sc[2k]
+    + bsums[bo+2k+1] sc[2k+1]), sc the row's 16 int8 scales at byte sa (A) or sb (B)."""
+    def codegen(context, builder, sig, args):
+        bs_, bo_, w_, sa_, sb_ = args
+        bs = _load(context, builder, sig.args[0], bs_, bo_, _i32, 16)
+        halves = []
+        for o in (sa_, sb_):
+            sc = builder.sext(_load(context, builder, sig.args[2], w_, o, _i8, 16), _vt(_i32, 16))
+            p = builder.mul(bs, sc)
+            even = builder.shuffle_vector(p, p, _const(_i32, 8, list(range(0, 16, 2))))
+            odd = builder.shuffle_vector(p, p, _const(_i32, 8, list(range(1, 16, 2))))
+            halves.append(builder.shl(builder.add(even, odd), _const(_i32, 8, 5)))
+        return _concat(builder, *halves)
+    return i32x16(bsums, types.intp, w, types.intp, types.intp), codegen
+
+
+if numba.config.DISABLE_JIT:  # numpy twins of the row-group functions (see simd_numpy)
+    import numpy as _np
+
+    from workbench.kernels.simd_numpy import _flat, vsum as _vsum
+
+    def prefetch(a, o):
+        pass
+
+    def zeros_f32x8():
+        return _np.zeros(8, _np.float32)
+
+    def zeros_f32x4():
+        return _np.zeros(4, _np.float32)
+
+    def vadd(a, b):
+        return a + b
+
+    def vsub(a, b):
+        return a - b
+
+    def lane(v, k):
+        return v[k]
+
+    def hsum_lo(acc):
+        return _vsum(acc[:8])
+
+    def hsum_hi(acc):
+        return _vsum(acc[8:])
+
+    def _nib(w, o):
+        b = _flat(w, o, 16, _np.uint8)
+        return _np.concatenate([b & 15, b >> 4])
+
+    def q8_pair(w, oa, ob):
+        return _np.concatenate([_flat(w, oa, 32, _np.uint8), _flat(w, ob, 32, _np.uint8)]) ^ 0x80
+
+    def q4_pair(w, oa, ob):
+        return _np.concatenate([_nib(w, oa), _nib(w, ob)])
+
+    def q5_pair(w, oa, ob, qha, qhb):
+        bits = lambda qh: (((int(qh) >> _np.arange(32)) & 1) << 4).astype(_np.uint8)  # noqa: E731
+        return q4_pair(w, oa, ob) | _np.concatenate([bits(qha), bits(qhb)])
+
+    def nibbles_pair(w, oa, ob, shift):
+        return (_np.concatenate([_flat(w, oa, 32, _np.uint8), _flat(w, ob, 32, _np.uint8)]) >> shift) & 15
+
+    def q6_pair(w, la, lb, ls, ha, hb, hs):
+        lo = (_np.concatenate([_flat(w, la, 32, _np.uint8), _flat(w, lb, 32, _np.uint8)]) >> ls) & 15
+        hi = (_np.concatenate([_flat(w, ha, 32, _np.uint8), _flat(w, hb, 32, _np.uint8)]) >> hs) & 3
+        return lo | (hi << 4)
+
+    def _x2(x, xo):
+        return _np.tile(_flat(x, xo, 32, _np.int64), 2)
+
+    def dot4_pair(acc, q, x, xo):
+        p = (q.astype(_np.int64) * _x2(x, xo)).reshape(16, 4).sum(1)
+        return (acc + p).astype(_np.int32)
+
+    def dot_scaled_pair(acc, q, x, xo, s):
+        p = (q.astype(_np.int64) * _x2(x, xo)).reshape(32, 2).sum(1) * s.astype(_np.int64)
+        return (acc + p.reshape(16, 2).sum(1)).astype(_np.int32)
+
+    def load_i32x8_twice(a, o):
+        return _np.tile(_flat(a, o, 8, _np.int32), 2)
+
+    def _f16s(w, offsets):
+        return _np.array([_flat(w, o, 1, _np.float16)[0] for o in offsets], _np.float32)
+
+    def scales_pair(w, oa, ob, dx):
+        return _np.repeat(_f16s(w, (oa, ob)) * _np.float32(dx), 8)
+
+    def scales4(w, oa, ob, oc, od, dx):
+        return _f16s(w, (oa, ob, oc, od)) * _np.float32(dx)
+
+    def scales_quad(w, oa, ob, oc, od, dx):
+        v = scales4(w, oa, ob, oc, od, dx)
+        return _np.repeat(v[:2], 8), _np.repeat(v[2:], 8)
+
+    def scales_mins_quad(w, oa, ob, oc, od, dx, sx):
+        v = _f16s(w, [o + k for o in (oa, ob, oc, od) for k in (0, 2)])
+        v = v * _np.array([dx, sx] * 4, _np.float32)
+        return _np.repeat(v[[0, 2]], 8), _np.repeat(v[[4, 6]], 8), v
+
+    def _fma(acc, s, p):
+        return (s.astype(_np.float64) * p.astype(_np.float64) + acc).astype(_np.float32)
+
+    def fma_pair(acc, s, p):
+        return _fma(acc, s, p)
+
+    def fma_row_sums(acc, ab, cd, offset, s):
+        sums = _np.array([ab[:8].sum(), ab[8:].sum(), cd[:8].sum(), cd[8:].sum()], _np.int64) - offset
+        return _fma(acc, s, sums)
+
+    def _k4(w, o):
+        b = _flat(w, o, 12, _np.uint8).astype(_np.int32)
+        sc = _np.concatenate([b[0:4] & 63, (b[8:12] & 15) | ((b[0:4] >> 6) << 4)])
+        mn = _np.concatenate([b[4:8] & 63, (b[8:12] >> 4) | ((b[4:8] >> 6) << 4)])
+        return sc, mn
+
+    def scales_mins_k4_pair(w, oa, ob):
+        (sa, ma), (sb, mb) = _k4(w, oa), _k4(w, ob)
+        return _np.concatenate([sa, sb, sa, sb]), _np.concatenate([ma, mb]).astype(_np.int32)
+
+    def pick_k4(s, j):
+        return _np.repeat(s[[j, 8 + j]], 16)
+
+    def mins_pair(mins, bsums, bo):
+        bs = _flat(bsums, bo, 16, _np.int32)
+        return mins * _np.tile(bs[0::2] + bs[1::2], 2)
+
+    def scales_q6_pair(w, sa, sb):
+        return _np.concatenate([_flat(w, sa, 16, _np.int8), _flat(w, sb, 16, _np.int8)]).astype(_np.int32)
+
+    def pick_q6(s, g):
+        return _np.repeat(s[[g, g + 1, 16 + g, 17 + g]], 8)
+
+    def q6_offsets_pair(bsums, bo, w, sa, sb):
+        bs = _flat(bsums, bo, 16, _np.int32)
+        halves = [32 * (bs * _flat(w, o, 16, _np.int8).astype(_np.int32)).reshape(8, 2).sum(1) for o in (sa, sb)]
+        return _np.concatenate(halves).astype(_np.int32)
+
+
+# ---- row quads: four rows per 16-lane register -------------------------------------------
+# For q4_0, whose rows add one exact integer per block (llama.cpp's repacked gemv), the
+# 16 lanes hold four rows of 4 lanes each (row r in lanes 4r..4r+3): one load of the four
+# rows' 16 nibble bytes, and a per-block reduction to [A, B, C, D] of two shuffles, where
+# two pair registers take three.
+
+
+def _x_four(context, builder, xty, x, xo):
+    """16 int8 of x at flat xo, in all four 128-bit lanes."""
+    v = _load(context, builder, xty, x, xo, _i8, 16)
+    return builder.shuffle_vector(v, v, _const(_i32, 64, list(range(16)) * 4))
+
+
+@intrinsic
+def dot4_quad(typingctx, acc, w, oa, ob, oc, od, x, xo):
+    """acc + the block dots of rows A..D (16 nibble bytes at byte offsets oa..od: values
+    0..15 low nibbles, 16..31 high) with 32 int8 x at flat xo; lanes 4r..4r+3 hold row r's
+    exact partial sums (`vpdpbusd` twice)."""
+    def codegen(context, builder, sig, args):
+        acc_, w_, oa_, ob_, oc_, od_, x_, xo_ = args
+        ld = lambda o: _load(context, builder, sig.args[1], w_, o, _i8, 16)  # noqa: E731
+        n = _concat(builder, _concat(builder, ld(oa_), ld(ob_)), _concat(builder, ld(oc_), ld(od_)))
+        lo = builder.and_(n, _const(_i8, 64, 15))
+        hi = builder.lshr(builder.bitcast(n, _vt(_i16, 32)), _const(_i16, 32, 4))  # word shift: masked below
+        hi = builder.and_(builder.bitcast(hi, _vt(_i8, 64)), _const(_i8, 64, 15))
+        acc_ = _dot4(builder, acc_, lo, _x_four(context, builder, sig.args[6], x_, xo_))
+        xo16 = builder.add(xo_, ir.Constant(xo_.type, 16))
+        return _dot4(builder, acc_, hi, _x_four(context, builder, sig.args[6], x_, xo16))
+    return i32x16(i32x16, w, types.intp, types.intp, types.intp, types.intp, x, types.intp), codegen
+
+
+@intrinsic
+def fma_quad_sums(typingctx, acc, p, offset, s):
+    """acc + s * float(row sum - offset), fused, rows [A, B, C, D] of a `dot4_quad`
+    register: four scalar chains `acc = fmaf(sumi, d, acc)` side by side."""
+    def codegen(context, builder, sig, args):
+        acc_, p_, off_, s_ = args
+        v = builder.add(p_, builder.shuffle_vector(p_, p_, _const(_i32, 16, [k ^ 2 for k in range(16)])))
+        v = builder.add(v, builder.shuffle_vector(v, v, _const(_i32, 16, [k ^ 1 for k in range(16)])))
+        sums = builder.shuffle_vector(v, v, _const(_i32, 4, [0, 4, 8, 12]))
+        sums = builder.sub(sums, _splat(builder, builder.trunc(off_, _i32), 4))
+        return _fma(builder, s_, builder.sitofp(sums, _vt(_f32, 4)), acc_)
+    return f32x4(f32x4, i32x16, types.int64, f32x4), codegen
+
+
+if numba.config.DISABLE_JIT:
+    def dot4_quad(acc, w, oa, ob, oc, od, x, xo):
+        q = _np.concatenate([_nib(w, o) for o in (oa, ob, oc, od)]).astype(_np.int64)
+        xv = _flat(x, xo, 32, _np.int64)
+        return (acc + (q.reshape(4, 32) * xv).reshape(16, 8).sum(1)).astype(_np.int32)
+
+    def fma_quad_sums(acc, p, offset, s):
+        return _fma(acc, s, p.astype(_np.int64).reshape(4, 4).sum(1) - offset)
