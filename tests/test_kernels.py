@@ -210,7 +210,7 @@ def test_get_rows_matches_dequantize_ref(fmt):
 
 def test_registry():
     assert registry.formats("matvec") == sorted(f for f in FORMATS if FORMATS[f].weight)
-    assert set(registry.variants("matvec", "q8_0")) == {"parallel", "serial", "reference_order_v1"}
+    assert set(registry.variants("matvec", "q8_0")) == {"parallel", "serial", "row_groups", "reference_order_v1"}
     assert set(registry.variants("matvec", "f32")) == {"parallel", "serial"}
     assert registry.default_name("matvec", "q8_0") == "parallel"
     fn = lambda out, w, x: out  # noqa: E731

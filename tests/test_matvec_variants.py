@@ -1,6 +1,6 @@
-"""The row-group matvec kernels against the one-row-per-pass kernels they replaced.
+"""The row-group matvec kernels against the one-row-per-pass kernels.
 
-`matvec_<fmt>` (rows in groups, row pairs in 16-lane registers, VNNI dots, prefetch) must
+`matvec_<fmt>_rows` (rows in groups, row pairs in 16-lane registers, VNNI dots, prefetch) must
 keep every output row's arithmetic exactly that of `matvec_<fmt>_v1` ("reference_order_v1",
 llama.cpp's order, itself checked against llama.cpp in tests/test_kernels.py): results
 equal bit for bit, for
@@ -8,7 +8,8 @@ equal bit for bit, for
   scales, and weights from `quantize_ref`;
 - row counts that do and do not fill the last group (1..9, 13, 67), one to five blocks
   per row, T in {1, 2, 5} with zero tokens and zero blocks among them;
-- the parallel variant at 1 and 2 threads and the serial variant;
+- the parallel variant at 1 and 2 threads and the serial variant (which of the two
+  kernels is a CPU's default, `matvec_<fmt>`, is the registry's business);
 - the portable code path numba takes on a CPU without 512-bit VNNI (a subprocess that
   compiles for Haswell).
 """
@@ -70,7 +71,7 @@ def assert_same(got: np.ndarray, want: np.ndarray, what: str) -> None:
 @pytest.mark.parametrize("fmt", list(MODULES))
 def test_row_groups_equal_reference_order_bit_for_bit(fmt):
     module, block = MODULES[fmt], FORMATS[fmt].block_size
-    new, serial, v1 = (getattr(module, f"matvec_{fmt}{s}") for s in ("", "_serial", "_v1"))
+    new, serial, v1 = (getattr(module, f"matvec_{fmt}{s}") for s in ("_rows", "_rows_serial", "_v1"))
     rng = np.random.default_rng(list(MODULES).index(fmt))
     for rows in ROWS:
         for blocks in (1, 2, 5):
@@ -93,7 +94,7 @@ def test_row_groups_equal_reference_order_on_quantized_weights(fmt):
     w.flags.writeable = False
     x = tokens(rng, 5, 640, 32)
     want = run(getattr(module, f"matvec_{fmt}_v1"), w, x)
-    assert_same(run(getattr(module, f"matvec_{fmt}"), w, x), want, fmt)
+    assert_same(run(getattr(module, f"matvec_{fmt}_rows"), w, x), want, fmt)
 
 
 @pytest.mark.skipif(max_threads() < 2, reason="numba was started with one thread")
@@ -107,18 +108,24 @@ def test_row_groups_at_one_and_two_threads(fmt):
     try:
         for n in (1, 2):
             set_threads(n)
-            assert_same(run(getattr(module, f"matvec_{fmt}"), w, x), want, f"{fmt} at {n} threads")
+            assert_same(run(getattr(module, f"matvec_{fmt}_rows"), w, x), want, f"{fmt} at {n} threads")
     finally:
         set_threads(max_threads())
 
 
-def test_portable_path_without_vnni():
-    """Compiled for Haswell (AVX2, no AVX-512), the same kernels build their integer dots
-    from plain vector arithmetic; results stay equal to the reference order."""
+@pytest.mark.parametrize("cpu, features, avx2", [
+    ("haswell", "+avx,+avx2,+fma,+f16c,+bmi,+bmi2,+popcnt", True),
+    ("ivybridge", "+avx,+f16c,+popcnt", False),
+])
+def test_paths_without_vnni(cpu, features, avx2):
+    """Compiled for Haswell (AVX2, no AVX-512) the kernels build their integer dots from
+    llama.cpp's AVX2 pairs (`vpmaddubsw`, `vpmaddwd`) where the weights allow it, and for
+    Ivy Bridge (no AVX2) from plain widening vector arithmetic; either way the results
+    stay equal to the reference order."""
     script = f"""
 import numpy as np
 from workbench.kernels import simd
-assert not simd.VNNI
+assert not simd.VNNI and simd.AVX2 == {avx2}
 import tests.test_matvec_variants as t
 rng = np.random.default_rng(3)
 for fmt, module in t.MODULES.items():
@@ -128,10 +135,9 @@ for fmt, module in t.MODULES.items():
         for T in (1, 5):
             x = t.tokens(rng, T, 2 * block, block)
             want = t.run(getattr(module, f"matvec_{{fmt}}_v1"), w, x)
-            t.assert_same(t.run(getattr(module, f"matvec_{{fmt}}"), w, x), want, fmt)
+            t.assert_same(t.run(getattr(module, f"matvec_{{fmt}}_rows"), w, x), want, fmt)
 print("ok")
 """
-    features = "+avx,+avx2,+fma,+f16c,+bmi,+bmi2,+popcnt"
-    env = dict(os.environ, NUMBA_CPU_NAME="haswell", NUMBA_CPU_FEATURES=features)
+    env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features)
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True)
     assert done.returncode == 0 and "ok" in done.stdout, done.stderr[-3000:]

@@ -31,7 +31,8 @@ for _module in (_float, _legacy, _kquants):
         if hasattr(_module, f"matvec_{_fmt}"):
             register("matvec", _fmt, "parallel", getattr(_module, f"matvec_{_fmt}"), default=True)
             register("matvec", _fmt, "serial", getattr(_module, f"matvec_{_fmt}_serial"))
-        if hasattr(_module, f"matvec_{_fmt}_v1"):  # one row per pass: the kernel before row groups
+        if hasattr(_module, f"matvec_{_fmt}_v1"):  # parallel/serial are one of these, by CPU
+            register("matvec", _fmt, "row_groups", getattr(_module, f"matvec_{_fmt}_rows"))
             register("matvec", _fmt, "reference_order_v1", getattr(_module, f"matvec_{_fmt}_v1"))
 for _fmt in WEIGHT_FORMATS:
     register("get_rows", _fmt, "scalar", getattr(_rows, f"get_rows_{_fmt}"), default=True)

@@ -25,10 +25,11 @@ once, unpacks both rows' scales in vector registers, and its weight bytes are pr
 AHEAD bytes in advance. q4_K's four scalar chains (acc and acc_min of two rows) run side
 by side in one f32x4. A last pair short of a row computes the last row twice.
 
-`matvec_<fmt>` is the parallel variant (rows split over numba's threads),
-`matvec_<fmt>_serial` the same code without threads, `matvec_<fmt>_v1`
-("reference_order_v1") the one-row-per-pass kernel before row pairs, kept to compare
-against (tests/test_matvec_variants.py). Layouts: `workbench.quant.formats`.
+`matvec_<fmt>_rows` ("row_groups") is that kernel (rows split over numba's threads),
+`matvec_<fmt>_v1` ("reference_order_v1") the one-row-per-pass kernel before row pairs,
+equal bit for bit (tests/test_matvec_variants.py); `matvec_<fmt>` and
+`matvec_<fmt>_serial` (no threads) are the faster of the two on this CPU (ROW_GROUPS).
+Layouts: `workbench.quant.formats`.
 """
 
 import numpy as np
@@ -38,6 +39,8 @@ from workbench.kernels.activation_quant import quantize_rows_q8_k
 from workbench.kernels.jit import njit_parallel, njit_serial
 from workbench.kernels.matvec_legacy import AHEAD, prefetch_bytes
 from workbench.kernels.simd import (
+    AVX2,
+    VNNI,
     add_scaled,
     dot_mins,
     dot_scaled_pair,
@@ -72,6 +75,11 @@ from workbench.kernels.simd import (
 )
 
 QK_K = 256
+# Which kernel is the default: row pairs wherever their block dots are VNNI or AVX2
+# instructions (AVX2, 2048 x 640 at 1 thread: q4_K 58 vs 105 us, q6_K 137 vs 144 us);
+# one row per pass on older CPUs, where the portable widening arithmetic is slow. Both
+# are registered by name whatever the CPU.
+ROW_GROUPS = {"q4_k": VNNI or AVX2, "q6_k": VNNI or AVX2}
 
 
 @njit_serial
@@ -233,11 +241,17 @@ def _matvec_q6_k_v1(out, w, x):
             out[t, r] = vsum_quads(acc)
 
 
-matvec_q4_k = njit_parallel(_matvec_q4_k)
-matvec_q6_k = njit_parallel(_matvec_q6_k)
+matvec_q4_k_rows = njit_parallel(_matvec_q4_k)
+matvec_q6_k_rows = njit_parallel(_matvec_q6_k)
 
-matvec_q4_k_serial = njit_serial(_matvec_q4_k)
-matvec_q6_k_serial = njit_serial(_matvec_q6_k)
+matvec_q4_k_rows_serial = njit_serial(_matvec_q4_k)
+matvec_q6_k_rows_serial = njit_serial(_matvec_q6_k)
 
 matvec_q4_k_v1 = njit_parallel(_matvec_q4_k_v1)
 matvec_q6_k_v1 = njit_parallel(_matvec_q6_k_v1)
+
+# The default for this CPU (see ROW_GROUPS): "parallel" and "serial" in the registry
+matvec_q4_k = matvec_q4_k_rows if ROW_GROUPS["q4_k"] else matvec_q4_k_v1
+matvec_q6_k = matvec_q6_k_rows if ROW_GROUPS["q6_k"] else matvec_q6_k_v1
+matvec_q4_k_serial = njit_serial(_matvec_q4_k if ROW_GROUPS["q4_k"] else _matvec_q4_k_v1)
+matvec_q6_k_serial = njit_serial(_matvec_q6_k if ROW_GROUPS["q6_k"] else _matvec_q6_k_v1)

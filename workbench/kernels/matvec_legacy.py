@@ -27,10 +27,11 @@ AHEAD bytes in advance, a fixed number of lines per block: without it a 1-thread
 over a matrix larger than the caches ran at ~70% of the read bandwidth, with it ~95%.
 Each weight row is read from memory once for all T tokens.
 
-`matvec_<fmt>` is the parallel variant, `matvec_<fmt>_serial` the same code compiled
-without threads. `matvec_<fmt>_v1` ("reference_order_v1") is the kernel before row groups,
-one row per pass with x widened to int16, kept to compare speed against and bit for bit
-(tests/test_matvec_variants.py). Block layouts are documented in `workbench.quant.formats`.
+`matvec_<fmt>_rows` ("row_groups") is that kernel, `matvec_<fmt>_v1` ("reference_order_v1")
+the one before it, one row per pass with x widened to int16, equal bit for bit
+(tests/test_matvec_variants.py). `matvec_<fmt>` (parallel) and `matvec_<fmt>_serial` (the
+same code without threads) are the faster of the two on this CPU (ROW_GROUPS).
+Block layouts are documented in `workbench.quant.formats`.
 """
 
 import numpy as np
@@ -39,7 +40,10 @@ from numba import prange
 from workbench.kernels.activation_quant import quantize_rows_q8_0, quantize_rows_q8_1
 from workbench.kernels.jit import njit_parallel, njit_serial
 from workbench.kernels.simd import (
+    AVX2,
+    VNNI,
     dot4_pair,
+    dot4_pair_small,
     dot4_quad,
     fma_pair,
     fma_quads,
@@ -70,6 +74,14 @@ from workbench.kernels.simd import (
 )
 
 QK = 32
+# Which kernel is the default, by format. With 512-bit VNNI the row groups' block dots
+# are single instructions. With AVX2 only (an AMD EPYC here), 4- and 5-bit weights take
+# llama.cpp's AVX2 pair `vpmaddubsw` + `vpmaddwd` and the row groups still win (1536 x 576
+# at 1 thread: q4_0 66 vs 117 us, q4_1 42 vs 123, q5_0 94 vs 137), but q8_0's weights,
+# biased to 0..255, would overflow `vpmaddubsw`: its portable widening dot measured 280 us
+# against one row per pass's 77, so q8_0 keeps that kernel there. Both are registered by
+# name whatever the CPU.
+ROW_GROUPS = {"q8_0": VNNI, "q4_0": VNNI or AVX2, "q4_1": VNNI or AVX2, "q5_0": VNNI or AVX2}
 ROWS = 4  # rows per pass over x: two row pairs (the kernels below are written for 4)
 AHEAD = 4096  # bytes of weights prefetched ahead of the rows being computed
 LINE = 64  # cache line bytes
@@ -180,8 +192,8 @@ def _matvec_q5_0(out, w, x):
                 sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t, k])
                 qab = q5_pair(w, a + o + 6, b + o + 6, load_u32(w, a + o + 2), load_u32(w, b + o + 2))
                 qcd = q5_pair(w, c + o + 6, d + o + 6, load_u32(w, c + o + 2), load_u32(w, d + o + 2))
-                ab = fma_pair(ab, sab, dot4_pair(c0, qab, xq, xo))
-                cd = fma_pair(cd, scd, dot4_pair(c0, qcd, xq, xo))
+                ab = fma_pair(ab, sab, dot4_pair_small(c0, qab, xq, xo))
+                cd = fma_pair(cd, scd, dot4_pair_small(c0, qcd, xq, xo))
             out[t, r0], out[t, r1] = hsum_lo(ab), hsum_hi(ab)
             out[t, r2], out[t, r3] = hsum_lo(cd), hsum_hi(cd)
 
@@ -207,8 +219,8 @@ def _matvec_q4_1(out, w, x):
                 xo = t * cols + k * QK
                 sab, scd, dm = scales_mins_quad(w, a + o, b + o, c + o, d + o, xd[t, k], xs[t, k])
                 m = vadd(m, dm)
-                ab = fma_pair(ab, sab, dot4_pair(zeros_i32(), q4_pair(w, a + o + 4, b + o + 4), xq, xo))
-                cd = fma_pair(cd, scd, dot4_pair(zeros_i32(), q4_pair(w, c + o + 4, d + o + 4), xq, xo))
+                ab = fma_pair(ab, sab, dot4_pair_small(zeros_i32(), q4_pair(w, a + o + 4, b + o + 4), xq, xo))
+                cd = fma_pair(cd, scd, dot4_pair_small(zeros_i32(), q4_pair(w, c + o + 4, d + o + 4), xq, xo))
             out[t, r0], out[t, r1] = hsum_lo(ab) + lane(m, 1), hsum_hi(ab) + lane(m, 3)
             out[t, r2], out[t, r3] = hsum_lo(cd) + lane(m, 5), hsum_hi(cd) + lane(m, 7)
 
@@ -298,17 +310,27 @@ def _matvec_q4_1_v1(out, w, x):
             out[t, r] = vsum_quads(acc) + acc_m
 
 
-matvec_q8_0 = njit_parallel(_matvec_q8_0)
-matvec_q4_0 = njit_parallel(_matvec_q4_0)
-matvec_q4_1 = njit_parallel(_matvec_q4_1)
-matvec_q5_0 = njit_parallel(_matvec_q5_0)
+matvec_q8_0_rows = njit_parallel(_matvec_q8_0)
+matvec_q4_0_rows = njit_parallel(_matvec_q4_0)
+matvec_q4_1_rows = njit_parallel(_matvec_q4_1)
+matvec_q5_0_rows = njit_parallel(_matvec_q5_0)
 
-matvec_q8_0_serial = njit_serial(_matvec_q8_0)
-matvec_q4_0_serial = njit_serial(_matvec_q4_0)
-matvec_q4_1_serial = njit_serial(_matvec_q4_1)
-matvec_q5_0_serial = njit_serial(_matvec_q5_0)
+matvec_q8_0_rows_serial = njit_serial(_matvec_q8_0)
+matvec_q4_0_rows_serial = njit_serial(_matvec_q4_0)
+matvec_q4_1_rows_serial = njit_serial(_matvec_q4_1)
+matvec_q5_0_rows_serial = njit_serial(_matvec_q5_0)
 
 matvec_q8_0_v1 = njit_parallel(_matvec_q8_0_v1)
 matvec_q4_0_v1 = njit_parallel(_matvec_q4_0_v1)
 matvec_q4_1_v1 = njit_parallel(_matvec_q4_1_v1)
 matvec_q5_0_v1 = njit_parallel(_matvec_q5_0_v1)
+
+# The default for this CPU (see ROW_GROUPS): "parallel" and "serial" in the registry
+matvec_q8_0 = matvec_q8_0_rows if ROW_GROUPS["q8_0"] else matvec_q8_0_v1
+matvec_q4_0 = matvec_q4_0_rows if ROW_GROUPS["q4_0"] else matvec_q4_0_v1
+matvec_q4_1 = matvec_q4_1_rows if ROW_GROUPS["q4_1"] else matvec_q4_1_v1
+matvec_q5_0 = matvec_q5_0_rows if ROW_GROUPS["q5_0"] else matvec_q5_0_v1
+matvec_q8_0_serial = njit_serial(_matvec_q8_0 if ROW_GROUPS["q8_0"] else _matvec_q8_0_v1)
+matvec_q4_0_serial = njit_serial(_matvec_q4_0 if ROW_GROUPS["q4_0"] else _matvec_q4_0_v1)
+matvec_q4_1_serial = njit_serial(_matvec_q4_1 if ROW_GROUPS["q4_1"] else _matvec_q4_1_v1)
+matvec_q5_0_serial = njit_serial(_matvec_q5_0 if ROW_GROUPS["q5_0"] else _matvec_q5_0_v1)

@@ -472,12 +472,37 @@ def _x86(builder, name, ret, args):
     return builder.call(fn, args)
 
 
-def _dot4(builder, acc, q, x):
-    """acc (16 x i32) + sum_{j<4} u8 q[4k+j] * s8 x[4k+j] in lane k (`vpdpbusd`)."""
+AVX2 = _target_has("avx2")
+
+
+def _halves(builder, v):
+    """A 64-byte vector as its two 32-byte halves."""
+    n = v.type.count // 2
+    return [builder.shuffle_vector(v, v, _const(_i32, n, list(range(h * n, (h + 1) * n)))) for h in (0, 1)]
+
+
+def _madd_ones(builder, w16):
+    """16 x i16 -> 8 x i32, adjacent pairs summed (`vpmaddwd` with ones)."""
+    return _x86(builder, "llvm.x86.avx2.pmadd.wd", _vt(_i32, 8), [w16, _const(_i16, 16, 1)])
+
+
+def _maddubs_avx2(builder, q, x):
+    """`vpmaddubsw` on each 32-byte half (q <= 127 keeps every pair sum exact)."""
+    qs, xs = _halves(builder, q), _halves(builder, x)
+    return [_x86(builder, "llvm.x86.avx2.pmadd.ub.sw", _vt(_i16, 16), [a, b]) for a, b in zip(qs, xs)]
+
+
+def _dot4(builder, acc, q, x, small=False):
+    """acc (16 x i32) + sum_{j<4} u8 q[4k+j] * s8 x[4k+j] in lane k (`vpdpbusd`). With
+    `small` the caller guarantees q <= 127, and on AVX2 the sums come from llama.cpp's AVX2
+    pair `vpmaddubsw` + `vpmaddwd` (exact there: |pair sum| <= 2 * 127 * 128 < 2^15)."""
     vt = acc.type
     if VNNI:
         return _x86(builder, "llvm.x86.avx512.vpdpbusd.512", vt,
                     [acc, builder.bitcast(q, vt), builder.bitcast(x, vt)])
+    if AVX2 and small:
+        lo, hi = (_madd_ones(builder, h) for h in _maddubs_avx2(builder, q, x))
+        return builder.add(acc, _concat(builder, lo, hi))
     p = builder.mul(builder.zext(q, _vt(_i32, 64)), builder.sext(x, _vt(_i32, 64)))
     part = [builder.shuffle_vector(p, p, _const(_i32, LANES, list(range(j, 64, 4)))) for j in range(4)]
     return builder.add(acc, builder.add(builder.add(part[0], part[1]), builder.add(part[2], part[3])))
@@ -488,6 +513,8 @@ def _maddubs(builder, q, x):
     q <= 63, so its saturation never happens)."""
     if VNNI:
         return _x86(builder, "llvm.x86.avx512.pmaddubs.w.512", _vt(_i16, 32), [q, x])
+    if AVX2:
+        return _concat(builder, *_maddubs_avx2(builder, q, x))
     p = builder.mul(builder.zext(q, _vt(_i16, 64)), builder.sext(x, _vt(_i16, 64)))
     even = builder.shuffle_vector(p, p, _const(_i32, 32, list(range(0, 64, 2))))
     odd = builder.shuffle_vector(p, p, _const(_i32, 32, list(range(1, 64, 2))))
@@ -496,25 +523,32 @@ def _maddubs(builder, q, x):
 
 def _dpwssd(builder, acc, a, b):
     """acc (16 x i32) + a[2k] * b[2k] + a[2k+1] * b[2k+1] in lane k (`vpdpwssd`)."""
+    vt = acc.type
     if VNNI:
-        vt = acc.type
         return _x86(builder, "llvm.x86.avx512.vpdpwssd.512", vt,
                     [acc, builder.bitcast(a, vt), builder.bitcast(b, vt)])
+    if AVX2:
+        lo, hi = (_x86(builder, "llvm.x86.avx2.pmadd.wd", _vt(_i32, 8), [u, v])
+                  for u, v in zip(_halves(builder, a), _halves(builder, b)))
+        return builder.add(acc, _concat(builder, lo, hi))
     p = builder.mul(builder.sext(a, _vt(_i32, 32)), builder.sext(b, _vt(_i32, 32)))
     even = builder.shuffle_vector(p, p, _const(_i32, LANES, list(range(0, 32, 2))))
     odd = builder.shuffle_vector(p, p, _const(_i32, LANES, list(range(1, 32, 2))))
     return builder.add(acc, builder.add(even, odd))
 
 
-def _permute_words(builder, v, idx):
-    """Word k of the result = word idx[k] of v (32 x i16; `vpermw`)."""
+def _permute_words(builder, v, j, pattern):
+    """Word k of the result = word j + pattern[k] of v (32 x i16; j an i32 value, pattern
+    32 constants; `vpermw`). Without it: one extract per distinct offset, then a shuffle."""
     if VNNI:
+        idx = builder.add(_splat(builder, j, 32), _const(_i32, 32, pattern))
         return _x86(builder, "llvm.x86.avx512.permvar.hi.512", v.type, [v, builder.trunc(idx, v.type)])
-    out = ir.Constant(v.type, None)
-    for k in range(32):
-        word = builder.extract_element(v, builder.extract_element(idx, ir.Constant(_i32, k)))
-        out = builder.insert_element(out, word, ir.Constant(_i32, k))
-    return out
+    offsets = sorted(set(pattern))
+    picked = ir.Constant(_vt(_i16, len(offsets)), None)
+    for i, c in enumerate(offsets):
+        word = builder.extract_element(v, builder.add(j, ir.Constant(_i32, c)))
+        picked = builder.insert_element(picked, word, ir.Constant(_i32, i))
+    return builder.shuffle_vector(picked, picked, _const(_i32, 32, [offsets.index(c) for c in pattern]))
 
 
 def _x_twice(context, builder, xty, x, xo):
@@ -700,6 +734,16 @@ def dot4_pair(typingctx, acc, q, x, xo):
 
 
 @intrinsic
+def dot4_pair_small(typingctx, acc, q, x, xo):
+    """`dot4_pair` for weights q <= 127 (4- and 5-bit quants), which on AVX2 without VNNI
+    may take the faster `vpmaddubsw` path; the same exact sums."""
+    def codegen(context, builder, sig, args):
+        acc_, q_, x_, xo_ = args
+        return _dot4(builder, acc_, q_, _x_twice(context, builder, sig.args[2], x_, xo_), small=True)
+    return i32x16(i32x16, u8x64, x, types.intp), codegen
+
+
+@intrinsic
 def dot_scaled_pair(typingctx, acc, q, x, xo, s):
     """acc + scaled block dot: lane k of each half adds s[2k] * (products 4k, 4k+1) +
     s[2k+1] * (products 4k+2, 4k+3), x = 32 int8 at flat xo, s int16 words (rows A, B)."""
@@ -817,9 +861,7 @@ def pick_k4(typingctx, s, j):
     """Scale j of row A in words 0..15 and of row B in words 16..31 (s from
     `scales_mins_k4_pair`)."""
     def codegen(context, builder, sig, args):
-        idx = builder.add(_splat(builder, builder.trunc(args[1], _i32), 32),
-                          _const(_i32, 32, [0] * 16 + [8] * 16))
-        return _permute_words(builder, args[0], idx)
+        return _permute_words(builder, args[0], builder.trunc(args[1], _i32), [0] * 16 + [8] * 16)
     return i16x32(i16x32, types.intp), codegen
 
 
@@ -850,9 +892,8 @@ def pick_q6(typingctx, s, g):
     """Words: scale g of row A x8, g+1 of A x8, g of B x8, g+1 of B x8 (a 32-value
     group's two scales per row, as llama.cpp's `get_scale_shuffle`)."""
     def codegen(context, builder, sig, args):
-        idx = builder.add(_splat(builder, builder.trunc(args[1], _i32), 32),
-                          _const(_i32, 32, [0] * 8 + [1] * 8 + [16] * 8 + [17] * 8))
-        return _permute_words(builder, args[0], idx)
+        return _permute_words(builder, args[0], builder.trunc(args[1], _i32),
+                              [0] * 8 + [1] * 8 + [16] * 8 + [17] * 8)
     return i16x32(i16x32, types.intp), codegen
 
 
@@ -931,6 +972,8 @@ if numba.config.DISABLE_JIT:  # numpy twins of the row-group functions (see simd
     def dot4_pair(acc, q, x, xo):
         p = (q.astype(_np.int64) * _x2(x, xo)).reshape(16, 4).sum(1)
         return (acc + p).astype(_np.int32)
+
+    dot4_pair_small = dot4_pair
 
     def dot_scaled_pair(acc, q, x, xo, s):
         p = (q.astype(_np.int64) * _x2(x, xo)).reshape(32, 2).sum(1) * s.astype(_np.int64)
@@ -1021,9 +1064,9 @@ def dot4_quad(typingctx, acc, w, oa, ob, oc, od, x, xo):
         lo = builder.and_(n, _const(_i8, 64, 15))
         hi = builder.lshr(builder.bitcast(n, _vt(_i16, 32)), _const(_i16, 32, 4))  # word shift: masked below
         hi = builder.and_(builder.bitcast(hi, _vt(_i8, 64)), _const(_i8, 64, 15))
-        acc_ = _dot4(builder, acc_, lo, _x_four(context, builder, sig.args[6], x_, xo_))
+        acc_ = _dot4(builder, acc_, lo, _x_four(context, builder, sig.args[6], x_, xo_), small=True)
         xo16 = builder.add(xo_, ir.Constant(xo_.type, 16))
-        return _dot4(builder, acc_, hi, _x_four(context, builder, sig.args[6], x_, xo16))
+        return _dot4(builder, acc_, hi, _x_four(context, builder, sig.args[6], x_, xo16), small=True)
     return i32x16(i32x16, w, types.intp, types.intp, types.intp, types.intp, x, types.intp), codegen
 
 
