@@ -43,6 +43,7 @@ from workbench.kernels.simd import (
     AVX2,
     VNNI,
     dot4_pair,
+    dot4_pair_signed,
     dot4_pair_small,
     dot4_quad,
     fma_pair,
@@ -75,13 +76,12 @@ from workbench.kernels.simd import (
 
 QK = 32
 # Which kernel is the default, by format. With 512-bit VNNI the row groups' block dots
-# are single instructions. With AVX2 only (an AMD EPYC here), 4- and 5-bit weights take
-# llama.cpp's AVX2 pair `vpmaddubsw` + `vpmaddwd` and the row groups still win (1536 x 576
-# at 1 thread: q4_0 66 vs 117 us, q4_1 42 vs 123, q5_0 94 vs 137), but q8_0's weights,
-# biased to 0..255, would overflow `vpmaddubsw`: its portable widening dot measured 280 us
-# against one row per pass's 77, so q8_0 keeps that kernel there. Both are registered by
-# name whatever the CPU.
-ROW_GROUPS = {"q8_0": VNNI, "q4_0": VNNI or AVX2, "q4_1": VNNI or AVX2, "q5_0": VNNI or AVX2}
+# are single instructions. With AVX2 only (an AMD EPYC here) they take llama.cpp's AVX2
+# pair `vpmaddubsw` + `vpmaddwd` (q8_0 with its sign trick) and still win (1536 x 576 at
+# 1 thread: q4_0 66 vs 117 us, q4_1 42 vs 123, q5_0 94 vs 137). Without AVX2 the
+# portable widening dots lose (q4_1 294 vs 112 us), so one row per pass stays the
+# default there. Both are registered by name whatever the CPU.
+ROW_GROUPS = dict.fromkeys(("q8_0", "q4_0", "q4_1", "q5_0"), VNNI or AVX2)
 ROWS = 4  # rows per pass over x: two row pairs (the kernels below are written for 4)
 AHEAD = 4096  # bytes of weights prefetched ahead of the rows being computed
 LINE = 64  # cache line bytes
@@ -134,10 +134,16 @@ def _matvec_q8_0(out, w, x):
                 o = k * 34
                 prefetch_bytes(w, a + AHEAD + k * ROWS * 34, ROWS * 34)
                 xo = t * cols + k * QK
-                c0 = load_i32x8_twice(xc, xo // 4)
                 sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t, k])
-                ab = fma_pair(ab, sab, dot4_pair(c0, q8_pair(w, a + o + 2, b + o + 2), xq, xo))
-                cd = fma_pair(cd, scd, dot4_pair(c0, q8_pair(w, c + o + 2, d + o + 2), xq, xo))
+                qab, qcd = q8_pair(w, a + o + 2, b + o + 2), q8_pair(w, c + o + 2, d + o + 2)
+                if VNNI:  # a compile-time constant: one branch is compiled
+                    c0 = load_i32x8_twice(xc, xo // 4)
+                    pab, pcd = dot4_pair(c0, qab, xq, xo), dot4_pair(c0, qcd, xq, xo)
+                else:
+                    pab = dot4_pair_signed(zeros_i32(), qab, xq, xo)
+                    pcd = dot4_pair_signed(zeros_i32(), qcd, xq, xo)
+                ab = fma_pair(ab, sab, pab)
+                cd = fma_pair(cd, scd, pcd)
             out[t, r0], out[t, r1] = hsum_lo(ab), hsum_hi(ab)
             out[t, r2], out[t, r3] = hsum_lo(cd), hsum_hi(cd)
 

@@ -744,6 +744,23 @@ def dot4_pair_small(typingctx, acc, q, x, xo):
 
 
 @intrinsic
+def dot4_pair_signed(typingctx, acc, qb, x, xo):
+    """acc + the block dot of signed q8_0 weights qb - 128 (qb as `q8_pair` gives them)
+    with 32 int8 x at flat xo, lane k of each half its row's products 4k..4k+3: llama.cpp's
+    AVX2 sign trick, |q| as unsigned times x carrying q's sign, so that `vpmaddubsw` stays
+    exact (|pair sum| <= 2 * 128 * 127 < 2^15; x is never -128)."""
+    def codegen(context, builder, sig, args):
+        acc_, qb_, x_, xo_ = args
+        xx = _x_twice(context, builder, sig.args[2], x_, xo_)
+        q = builder.xor(qb_, _const(_i8, 64, 128))
+        neg = builder.icmp_signed("<", q, _const(_i8, 64, 0))
+        aq = builder.select(neg, builder.sub(_const(_i8, 64, 0), q), q)
+        sx = builder.select(neg, builder.sub(_const(_i8, 64, 0), xx), xx)
+        return _dot4(builder, acc_, aq, sx, small=True)
+    return i32x16(i32x16, u8x64, x, types.intp), codegen
+
+
+@intrinsic
 def dot_scaled_pair(typingctx, acc, q, x, xo, s):
     """acc + scaled block dot: lane k of each half adds s[2k] * (products 4k, 4k+1) +
     s[2k+1] * (products 4k+2, 4k+3), x = 32 int8 at flat xo, s int16 words (rows A, B)."""
@@ -974,6 +991,10 @@ if numba.config.DISABLE_JIT:  # numpy twins of the row-group functions (see simd
         return (acc + p).astype(_np.int32)
 
     dot4_pair_small = dot4_pair
+
+    def dot4_pair_signed(acc, q, x, xo):
+        p = ((q.astype(_np.int64) - 128) * _x2(x, xo)).reshape(16, 4).sum(1)
+        return (acc + p).astype(_np.int32)
 
     def dot_scaled_pair(acc, q, x, xo, s):
         p = (q.astype(_np.int64) * _x2(x, xo)).reshape(32, 2).sum(1) * s.astype(_np.int64)
