@@ -309,12 +309,19 @@ def _counts(values, name: str, low: int = 0) -> list[int]:
 
 
 def _commit() -> str:
+    """The short commit of the package's checkout, with "+dirty" when the package's own
+    files differ from it (numbers measured on uncommitted kernels say so)."""
+    here = Path(__file__).resolve().parent
     try:
         out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
+                             cwd=here)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], capture_output=True, text=True,
+                               timeout=10, cwd=here)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    if out.returncode != 0 or not out.stdout.strip():
+        return "unknown"
+    return out.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
 
 
 def _now() -> str:
