@@ -45,8 +45,8 @@ test-fast: install
 # The reference implementation, for regenerating golden files and side-by-side benchmarks.
 # Built from source with the flags above and never from pip's wheel cache: a cached wheel
 # of the same version may have been built natively (AMX in it), and that one segfaults in
-# batched decode. An installed build that passes the check is kept.
-
+# batched decode. An installed build that passes the check (run in its own process, so a
+# crash is only a failed check) is kept.
 LLAMA_CHECK = $(BIN)/python -m workbench.peers.llamacpp --check \
 	--smoke "$$($(BIN)/python -c 'from workbench.formats.catalog import resolve; print(resolve("smollm2-135m"))')"
 peer: install
