@@ -10,8 +10,8 @@ call time (the activations are a few KB); "roof" is the `read` bandwidth of
 `workbench.machine_bandwidth()` at the same thread count. Tensors that fit the L2/L3
 caches run faster than memory; the 262144-row Gemma lm_head (178 MB) does not fit.
 
-Several `--variants` (registry names; "reference_order_v1" is the kernel before row
-groups, registered here for the comparison only) run interleaved, call by call, so that
+Several `--variants` (registry names: "parallel" the default, "row_groups" and
+"reference_order_v1" the two kernels it is chosen from, by CPU) run interleaved, call by call, so that
 drift on a busy machine hits them alike; each cell shows the median GB/s, the best, and
 the best as % of the roof, and a last column each other variant's median time over the
 first's (with `--variants parallel reference_order_v1`: the speedup of the default).
@@ -30,10 +30,9 @@ import gguf
 import numpy as np
 
 import workbench
-from workbench.kernels import matvec_kquants, matvec_legacy
 from workbench.kernels.jit import set_threads
 from workbench.kernels.linear import linear
-from workbench.kernels.registry import register, variants
+from workbench.kernels.registry import variants
 from workbench.quant import dequantize_ref, quantize_ref
 
 REFERENCE = "reference_order_v1"
@@ -77,14 +76,6 @@ def cases():
     yield "gemma3 lm_head 262144x640", *weight(gemma, "token_embd.weight")
 
 
-def register_reference() -> None:
-    """The pre-row-group kernels as registry variant REFERENCE, in this process only."""
-    for module in (matvec_legacy, matvec_kquants):
-        for name in dir(module):
-            if name.startswith("matvec_") and name.endswith("_v1"):
-                register("matvec", name[len("matvec_"):-len("_v1")], REFERENCE, getattr(module, name))
-
-
 def time_interleaved(calls, reps: int, inner: int) -> list[list[float]]:
     """Seconds per call of each of `calls`, `reps` samples each, taken in turn."""
     for call in calls:
@@ -108,7 +99,6 @@ def main() -> None:
     ap.add_argument("--tokens", type=int, default=1, help="T, tokens per call")
     ap.add_argument("--cases", nargs="*", default=[], help="only cases whose label contains one of these")
     args = ap.parse_args()
-    register_reference()
 
     cpu = platform.processor() or platform.machine()
     try:

@@ -28,15 +28,20 @@ from workbench.quant.formats import FORMATS, WEIGHT_FORMATS, BlockFormat
 
 for _module in (_float, _legacy, _kquants):
     for _fmt in WEIGHT_FORMATS:
-        if hasattr(_module, f"matvec_{_fmt}"):
-            register("matvec", _fmt, "parallel", getattr(_module, f"matvec_{_fmt}"), default=True)
-            register("matvec", _fmt, "serial", getattr(_module, f"matvec_{_fmt}_serial"))
-        if hasattr(_module, f"matvec_{_fmt}_v1"):  # parallel/serial are one of these, by CPU
+        if hasattr(_module, f"matvec_{_fmt}_v1"):
+            # two kernels, equal bit for bit: the default is the faster on this CPU
+            _name = f"matvec_{_fmt}_rows" if _module.ROW_GROUPS[_fmt] else f"matvec_{_fmt}_v1"
             register("matvec", _fmt, "row_groups", getattr(_module, f"matvec_{_fmt}_rows"))
             register("matvec", _fmt, "reference_order_v1", getattr(_module, f"matvec_{_fmt}_v1"))
+        elif hasattr(_module, f"matvec_{_fmt}"):
+            _name = f"matvec_{_fmt}"
+        else:
+            continue
+        register("matvec", _fmt, "parallel", getattr(_module, _name), default=True)
+        register("matvec", _fmt, "serial", getattr(_module, f"{_name}_serial"))
 for _fmt in WEIGHT_FORMATS:
     register("get_rows", _fmt, "scalar", getattr(_rows, f"get_rows_{_fmt}"), default=True)
-del _module, _fmt
+del _module, _fmt, _name
 
 
 def _weight_format(fmt: str) -> BlockFormat:

@@ -27,8 +27,8 @@ by side in one f32x4. A last pair short of a row computes the last row twice.
 
 `matvec_<fmt>_rows` ("row_groups") is that kernel (rows split over numba's threads),
 `matvec_<fmt>_v1` ("reference_order_v1") the one-row-per-pass kernel before row pairs,
-equal bit for bit (tests/test_matvec_variants.py); `matvec_<fmt>` and
-`matvec_<fmt>_serial` (no threads) are the faster of the two on this CPU (ROW_GROUPS).
+equal bit for bit (tests/test_matvec_variants.py); `_serial` names the same code without
+threads. Which of the two is the registry's default on this CPU: ROW_GROUPS.
 Layouts: `workbench.quant.formats`.
 """
 
@@ -250,8 +250,5 @@ matvec_q6_k_rows_serial = njit_serial(_matvec_q6_k)
 matvec_q4_k_v1 = njit_parallel(_matvec_q4_k_v1)
 matvec_q6_k_v1 = njit_parallel(_matvec_q6_k_v1)
 
-# The default for this CPU (see ROW_GROUPS): "parallel" and "serial" in the registry
-matvec_q4_k = matvec_q4_k_rows if ROW_GROUPS["q4_k"] else matvec_q4_k_v1
-matvec_q6_k = matvec_q6_k_rows if ROW_GROUPS["q6_k"] else matvec_q6_k_v1
-matvec_q4_k_serial = njit_serial(_matvec_q4_k if ROW_GROUPS["q4_k"] else _matvec_q4_k_v1)
-matvec_q6_k_serial = njit_serial(_matvec_q6_k if ROW_GROUPS["q6_k"] else _matvec_q6_k_v1)
+matvec_q4_k_v1_serial = njit_serial(_matvec_q4_k_v1)
+matvec_q6_k_v1_serial = njit_serial(_matvec_q6_k_v1)

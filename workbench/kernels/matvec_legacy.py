@@ -29,8 +29,8 @@ Each weight row is read from memory once for all T tokens.
 
 `matvec_<fmt>_rows` ("row_groups") is that kernel, `matvec_<fmt>_v1` ("reference_order_v1")
 the one before it, one row per pass with x widened to int16, equal bit for bit
-(tests/test_matvec_variants.py). `matvec_<fmt>` (parallel) and `matvec_<fmt>_serial` (the
-same code without threads) are the faster of the two on this CPU (ROW_GROUPS).
+(tests/test_matvec_variants.py); `_serial` names the same code without threads. Which of
+the two is the registry's default ("parallel", "serial") on this CPU: ROW_GROUPS.
 Block layouts are documented in `workbench.quant.formats`.
 """
 
@@ -331,12 +331,7 @@ matvec_q4_0_v1 = njit_parallel(_matvec_q4_0_v1)
 matvec_q4_1_v1 = njit_parallel(_matvec_q4_1_v1)
 matvec_q5_0_v1 = njit_parallel(_matvec_q5_0_v1)
 
-# The default for this CPU (see ROW_GROUPS): "parallel" and "serial" in the registry
-matvec_q8_0 = matvec_q8_0_rows if ROW_GROUPS["q8_0"] else matvec_q8_0_v1
-matvec_q4_0 = matvec_q4_0_rows if ROW_GROUPS["q4_0"] else matvec_q4_0_v1
-matvec_q4_1 = matvec_q4_1_rows if ROW_GROUPS["q4_1"] else matvec_q4_1_v1
-matvec_q5_0 = matvec_q5_0_rows if ROW_GROUPS["q5_0"] else matvec_q5_0_v1
-matvec_q8_0_serial = njit_serial(_matvec_q8_0 if ROW_GROUPS["q8_0"] else _matvec_q8_0_v1)
-matvec_q4_0_serial = njit_serial(_matvec_q4_0 if ROW_GROUPS["q4_0"] else _matvec_q4_0_v1)
-matvec_q4_1_serial = njit_serial(_matvec_q4_1 if ROW_GROUPS["q4_1"] else _matvec_q4_1_v1)
-matvec_q5_0_serial = njit_serial(_matvec_q5_0 if ROW_GROUPS["q5_0"] else _matvec_q5_0_v1)
+matvec_q8_0_v1_serial = njit_serial(_matvec_q8_0_v1)
+matvec_q4_0_v1_serial = njit_serial(_matvec_q4_0_v1)
+matvec_q4_1_v1_serial = njit_serial(_matvec_q4_1_v1)
+matvec_q5_0_v1_serial = njit_serial(_matvec_q5_0_v1)
