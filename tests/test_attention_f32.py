@@ -149,7 +149,7 @@ def test_attend_dispatches_on_the_cache_dtype(T):
 def test_attend_rejects_mixed_or_strided_caches():
     T, H, Hkv, hd = 2, 4, 2, 64
     q, k, v, k_cache, v_cache, _, _ = make_case(12, T, H, Hkv, hd, 64, 0)
-    out, probs = np.zeros((T, H, hd), np.float32), np.zeros((T * H, 64), np.float32)
+    out, probs = np.zeros((T, H, hd), np.float32), np.zeros((T * H, 64 + hd), np.float32)
     with pytest.raises(ShapeError, match="dtype"):
         attend(out, q, k, v, k_cache, v_cache.view(np.uint32).astype(np.uint16), 0, 0.125, 0, probs)
     with pytest.raises(ShapeError, match="dtype"):

@@ -126,7 +126,7 @@ def test_attention_matches_reference_and_fills_cache(kernel, T, window):
     v_cache = np.zeros((Hkv, hd, n_pos), np.uint16)
     k_cache[:, :pos0] = old_k.view(np.uint16)
     v_cache[:, :, :pos0] = old_v.view(np.uint16).transpose(0, 2, 1)
-    probs = np.zeros((T * H, n_pos), np.float32)
+    probs = np.zeros((T * H, n_pos + hd), np.float32)  # scores, then the query in half (KVCache.scratch)
     out = np.zeros((T, H, hd), np.float32)
     kernel(out, q, k, v, k_cache, v_cache, pos0, np.float32(0.2), window, probs, F16_TO_F32)
     k16, v16 = k.astype(np.float16).transpose(1, 0, 2), v.astype(np.float16).transpose(1, 0, 2)
@@ -155,7 +155,7 @@ def test_attention_phases_equal_the_fused_kernel(T, window):
         caches.append((kc, vc))
     caches[1] = (caches[0][0].copy(), caches[0][1].copy())
     fused, split = np.zeros((T, H, hd), np.float32), np.zeros((T, H, hd), np.float32)
-    probs = np.zeros((T * H, n_pos), np.float32)
+    probs = np.zeros((T * H, n_pos + hd), np.float32)  # scores, then the query in half (KVCache.scratch)
     attention_f16kv_parallel(fused, q, k, v, *caches[0], pos0, np.float32(0.0625), window, probs, F16_TO_F32)
     kc, vc = caches[1]
     store_kv(kc, vc, k, v, pos0)

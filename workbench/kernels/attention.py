@@ -11,7 +11,9 @@ to f16 first, and the products accumulate in float32 lanes in one of two orders 
 - several rows (prefill): llamafile's tinyBLAS, one 16-lane accumulator per output;
 and the softmax uses ggml's exp polynomial, sums 16-lane chunks in float64 and scales by
 the float32 reciprocal. Following that order keeps greedy tokens equal to llama.cpp's.
-`n_pos` is the context rounded up to 64, so a p.v row may be read in whole chunks.
+`n_pos` is the context rounded up to 64, so a p.v row may be read in whole chunks. The
+caller's scratch `probs` has a row of n_pos + head_dim floats per query head: scores and
+probabilities, then the query rounded to half (`KVCache.scratch`).
 
 `attention_f16kv` stores the new k/v rows at `pos0..pos0+T-1` and attends every query
 row in one crossing from Python; op-level traces run the same phases as four kernels
@@ -72,9 +74,10 @@ def _row(th, H, pos0, window):
 
 @njit_serial
 def _scores(p, q, keys, start, n_keys, scale, batched, f16):
-    # p[j] = (half(q) . keys[j]) * scale for j in [start, n_keys); q (hd,) f32
+    # p[j] = (half(q) . keys[j]) * scale for j in [start, n_keys); q (hd,) f32. The row p
+    # is n_pos + hd long: half(q) goes in its last hd floats, so that nothing is allocated
     hd = q.shape[0]
-    q16 = np.empty(hd, dtype=np.float32)
+    q16 = p[p.shape[0] - hd :]
     qbits = q.view(np.uint32)
     for d in range(hd):
         q16[d] = f16[f32_to_f16_bits(qbits[d])]

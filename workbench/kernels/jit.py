@@ -6,6 +6,8 @@ layer is named explicitly: with `tbb` installed numba would otherwise pick it, a
 parallel region costs least under `omp` on this kind of machine (see DESIGN.md).
 """
 
+import types
+
 import numba
 
 # Must be set before the first parallel kernel is compiled or run.
@@ -22,8 +24,16 @@ def njit_serial(fn):
 
 
 def njit_parallel(fn):
-    """Compile `fn` with `parallel=True`: its `prange` loops split over numba's threads."""
-    return numba.njit(parallel=True, **_OPTIONS)(fn)
+    """Compile `fn` with `parallel=True`: its `prange` loops split over numba's threads.
+
+    Compiled from a twin of `fn` named `<name>_parallel`: numba's cache keys compiled code
+    by module, qualified name and line, not by options, so `njit_serial(f)` and
+    `njit_parallel(f)` would otherwise load each other's code from the cache (seen: a
+    "parallel" matvec running serially at 2 threads, a serial one paying for threads)."""
+    twin = types.FunctionType(fn.__code__, fn.__globals__, fn.__name__ + "_parallel", fn.__defaults__,
+                              fn.__closure__)
+    twin.__qualname__, twin.__module__, twin.__doc__ = fn.__qualname__ + "_parallel", fn.__module__, fn.__doc__
+    return numba.njit(parallel=True, **_OPTIONS)(twin)
 
 
 def set_threads(n: int) -> None:

@@ -25,6 +25,7 @@ from numba import prange
 
 from workbench.kernels.activation_quant import round_rows_bf16, round_rows_f16
 from workbench.kernels.jit import njit_parallel, njit_serial
+from workbench.kernels.scratch import with_scratch
 from workbench.kernels.simd import (
     LANES,
     dot2_bf16,
@@ -41,7 +42,8 @@ from workbench.kernels.simd import (
 STEP = 4 * LANES  # columns per chunk: four accumulators of 16 lanes
 
 
-def _matvec_f32(out, w, x):
+def _matvec_f32(out, w, x, i8, i32, f32):
+    # (no scratch: x is used as it is)
     # W (rows, cols*4) @ x (T, cols) -> out (T, rows)
     T, cols = x.shape
     body = cols - cols % STEP
@@ -61,10 +63,10 @@ def _matvec_f32(out, w, x):
             out[t, r] = s
 
 
-def _matvec_f16(out, w, x):
+def _matvec_f16(out, w, x, i8, i32, f32):
     # W (rows, cols*2) @ x (T, cols) -> out (T, rows); x rounded to fp16 first
     T, cols = x.shape
-    xr = np.empty_like(x)
+    xr = f32[: T * cols].reshape((T, cols))
     round_rows_f16(x, xr)
     body = cols - cols % STEP
     for r in prange(w.shape[0]):
@@ -83,12 +85,12 @@ def _matvec_f16(out, w, x):
             out[t, r] = np.float32(s)
 
 
-def _matvec_bf16(out, w, x):
+def _matvec_bf16(out, w, x, i8, i32, f32):
     # W (rows, cols*2) @ x (T, cols) -> out (T, rows); x rounded to bf16 first
     # ggml_vec_dot_bf16 with AVX512-BF16: two `vdpbf16ps` accumulators per 64 columns,
     # each reduced on its own and added in double, then the tail in double
     T, cols = x.shape
-    xr = np.empty_like(x)
+    xr = f32[: T * cols].reshape((T, cols))
     round_rows_bf16(x, xr)
     body = cols - cols % STEP
     for r in prange(w.shape[0]):
@@ -105,10 +107,19 @@ def _matvec_bf16(out, w, x):
             out[t, r] = np.float32(s)
 
 
-matvec_f32 = njit_parallel(_matvec_f32)
-matvec_f16 = njit_parallel(_matvec_f16)
-matvec_bf16 = njit_parallel(_matvec_bf16)
+# `_into` takes caller-owned scratch (`workbench.kernels.scratch`); the plain names make it per call
+matvec_f32_into = njit_parallel(_matvec_f32)
+matvec_f16_into = njit_parallel(_matvec_f16)
+matvec_bf16_into = njit_parallel(_matvec_bf16)
 
-matvec_f32_serial = njit_serial(_matvec_f32)
-matvec_f16_serial = njit_serial(_matvec_f16)
-matvec_bf16_serial = njit_serial(_matvec_bf16)
+matvec_f32_serial_into = njit_serial(_matvec_f32)
+matvec_f16_serial_into = njit_serial(_matvec_f16)
+matvec_bf16_serial_into = njit_serial(_matvec_bf16)
+
+matvec_f32 = with_scratch(matvec_f32_into, needs_scratch=False)
+matvec_f16 = with_scratch(matvec_f16_into)
+matvec_bf16 = with_scratch(matvec_bf16_into)
+
+matvec_f32_serial = with_scratch(matvec_f32_serial_into, needs_scratch=False)
+matvec_f16_serial = with_scratch(matvec_f16_serial_into)
+matvec_bf16_serial = with_scratch(matvec_bf16_serial_into)

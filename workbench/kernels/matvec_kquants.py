@@ -38,6 +38,7 @@ from numba import prange
 from workbench.kernels.activation_quant import quantize_rows_q8_k
 from workbench.kernels.jit import njit_parallel, njit_serial
 from workbench.kernels.matvec_legacy import AHEAD, prefetch_bytes
+from workbench.kernels.scratch import with_scratch
 from workbench.kernels.simd import (
     AVX2,
     VNNI,
@@ -105,15 +106,21 @@ def scales_mins_k4(row, base):
     return scales, mins
 
 
-def _matvec_q4_k(out, w, x):
+@njit_serial
+def q8_k_scratch(T, cols, i8, i32, f32):
+    """x's q8_K form in caller-owned scratch (`workbench.kernels.scratch`): values (T, cols)
+    int8, super-block scales (T, cols / 256) float32, sums of 16 (T, cols / 16) int32."""
+    return (i8[: T * cols].reshape((T, cols)), f32[: T * (cols // QK_K)].reshape((T, cols // QK_K)),
+            i32[: T * (cols // 16)].reshape((T, cols // 16)))
+
+
+def _matvec_q4_k(out, w, x, i8, i32, f32):
     # W (rows, nb*144) @ x (T, cols) -> out (T, rows)
     # super-block = f16 d, f16 dmin, 12 B scales, 128 B nibbles: 4 x 32 bytes whose low
     # nibbles are sub-block 2i and high nibbles sub-block 2i+1; w = d*sc*q - dmin*min
     T, cols = x.shape
     nb, rb, last = cols // QK_K, w.shape[1], w.shape[0] - 1
-    xq = np.empty((T, cols), np.int8)
-    xd = np.empty((T, nb), np.float32)
-    bsums = np.empty((T, cols // 16), np.int32)
+    xq, xd, bsums = q8_k_scratch(T, cols, i8, i32, f32)
     quantize_rows_q8_k(x, xq, xd, bsums)
     for g in prange((last + 2) // 2):
         r0, r1 = 2 * g, min(2 * g + 1, last)
@@ -138,16 +145,14 @@ def _matvec_q4_k(out, w, x):
             out[t, r0], out[t, r1] = lane(acc, 0) - lane(acc, 2), lane(acc, 1) - lane(acc, 3)
 
 
-def _matvec_q6_k(out, w, x):
+def _matvec_q6_k(out, w, x, i8, i32, f32):
     # W (rows, nb*210) @ x (T, cols) -> out (T, rows)
     # super-block = 128 B ql (low 4 bits), 64 B qh (high 2 bits), 16 int8 scales, f16 d;
     # value 128h + 32k + l takes ql[64h + 32(k&1) + l] nibble k>>1 and qh[32h + l] bits
     # 2k..2k+1, scale (128h + 32k + l) // 16; w = d * sc * (q - 32)
     T, cols = x.shape
     nb, rb, last = cols // QK_K, w.shape[1], w.shape[0] - 1
-    xq = np.empty((T, cols), np.int8)
-    xd = np.empty((T, nb), np.float32)
-    bsums = np.empty((T, cols // 16), np.int32)
+    xq, xd, bsums = q8_k_scratch(T, cols, i8, i32, f32)
     quantize_rows_q8_k(x, xq, xd, bsums)
     for g in prange((last + 2) // 2):
         r0, r1 = 2 * g, min(2 * g + 1, last)
@@ -241,11 +246,18 @@ def _matvec_q6_k_v1(out, w, x):
             out[t, r] = vsum_quads(acc)
 
 
-matvec_q4_k_rows = njit_parallel(_matvec_q4_k)
-matvec_q6_k_rows = njit_parallel(_matvec_q6_k)
+# `_into` takes caller-owned scratch (`workbench.kernels.scratch`); the plain names make it per call
+matvec_q4_k_rows_into = njit_parallel(_matvec_q4_k)
+matvec_q6_k_rows_into = njit_parallel(_matvec_q6_k)
 
-matvec_q4_k_rows_serial = njit_serial(_matvec_q4_k)
-matvec_q6_k_rows_serial = njit_serial(_matvec_q6_k)
+matvec_q4_k_rows_serial_into = njit_serial(_matvec_q4_k)
+matvec_q6_k_rows_serial_into = njit_serial(_matvec_q6_k)
+
+matvec_q4_k_rows = with_scratch(matvec_q4_k_rows_into)
+matvec_q6_k_rows = with_scratch(matvec_q6_k_rows_into)
+
+matvec_q4_k_rows_serial = with_scratch(matvec_q4_k_rows_serial_into)
+matvec_q6_k_rows_serial = with_scratch(matvec_q6_k_rows_serial_into)
 
 matvec_q4_k_v1 = njit_parallel(_matvec_q4_k_v1)
 matvec_q6_k_v1 = njit_parallel(_matvec_q6_k_v1)

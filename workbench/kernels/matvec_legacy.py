@@ -39,6 +39,7 @@ from numba import prange
 
 from workbench.kernels.activation_quant import quantize_rows_q8_0, quantize_rows_q8_1
 from workbench.kernels.jit import njit_parallel, njit_serial
+from workbench.kernels.scratch import with_scratch
 from workbench.kernels.simd import (
     AVX2,
     VNNI,
@@ -104,27 +105,32 @@ def group_rows(g, last):
 
 
 @njit_serial
-def sums_of_4(xq, k):
-    """k * (sum of each 4 consecutive values of xq (T, cols)) -> (T, cols / 4) int32: the
+def sums_of_4(xq, k, out):
+    """out (T, cols / 4) int32 = k * (sum of each 4 consecutive values of xq (T, cols)): the
     start of a dot whose weights carry an offset (q8_0's +128, q5_0's -16)."""
     T, n = xq.shape
-    out = np.empty((T, n // 4), np.int32)
     for t in range(T):
         for j in range(n // 4):
             s = np.int32(xq[t, 4 * j]) + np.int32(xq[t, 4 * j + 1])
             out[t, j] = k * (s + np.int32(xq[t, 4 * j + 2]) + np.int32(xq[t, 4 * j + 3]))
-    return out
 
 
-def _matvec_q8_0(out, w, x):
+@njit_serial
+def q8_0_scratch(T, cols, i8, i32, f32):
+    """x's q8_0 form in caller-owned scratch (`workbench.kernels.scratch`): values (T, cols)
+    int8, block scales (T, nb) float32, block sums (T, nb) int32."""
+    nb = cols // QK
+    return i8[: T * cols].reshape((T, cols)), f32[: T * nb].reshape((T, nb)), i32[: T * nb].reshape((T, nb))
+
+
+def _matvec_q8_0(out, w, x, i8, i32, f32):
     # W (rows, nb*34) @ x (T, cols) -> out (T, rows); block = f16 d, i8 q[32]
     T, cols = x.shape
     nb, rb, last = cols // QK, w.shape[1], w.shape[0] - 1
-    xq = np.empty((T, cols), np.int8)
-    xd = np.empty((T, nb), np.float32)
-    xs = np.empty((T, nb), np.int32)
+    xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
     quantize_rows_q8_0(x, xq, xd, xs)
-    xc = sums_of_4(xq, -128)  # q8_pair adds 128 to every weight
+    xc = i32[T * nb : T * nb + T * cols // 4].reshape((T, cols // 4))
+    sums_of_4(xq, -128, xc)  # q8_pair adds 128 to every weight
     for g in prange((last + ROWS) // ROWS):
         r0, r1, r2, r3 = group_rows(g, last)
         a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
@@ -148,16 +154,14 @@ def _matvec_q8_0(out, w, x):
             out[t, r2], out[t, r3] = hsum_lo(cd), hsum_hi(cd)
 
 
-def _matvec_q4_0(out, w, x):
+def _matvec_q4_0(out, w, x, i8, i32, f32):
     # W (rows, nb*18) @ x (T, cols) -> out (T, rows); block = f16 d, u8 nibbles[16], w = d*(q-8)
     # As llama.cpp's repacked `ggml_gemv_q4_0_8x8_q8_0`, not its vec_dot: one exact integer
     # per block, acc = fma(sum (q - 8) q_x, d_w * d_x, acc); the four rows' chains side by
     # side, their block dots in one register of four 4-lane rows (`dot4_quad`)
     T, cols = x.shape
     nb, rb, last = cols // QK, w.shape[1], w.shape[0] - 1
-    xq = np.empty((T, cols), np.int8)
-    xd = np.empty((T, nb), np.float32)
-    xs = np.empty((T, nb), np.int32)
+    xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
     quantize_rows_q8_0(x, xq, xd, xs)
     for g in prange((last + ROWS) // ROWS):
         r0, r1, r2, r3 = group_rows(g, last)
@@ -175,16 +179,15 @@ def _matvec_q4_0(out, w, x):
             out[t, r2], out[t, r3] = lane(acc, 2), lane(acc, 3)
 
 
-def _matvec_q5_0(out, w, x):
+def _matvec_q5_0(out, w, x, i8, i32, f32):
     # W (rows, nb*22) @ x (T, cols) -> out (T, rows); block = f16 d, u32 qh, u8 nibbles[16]
     # q = nibble | (bit j of qh) << 4, w = d * (q - 16)
     T, cols = x.shape
     nb, rb, last = cols // QK, w.shape[1], w.shape[0] - 1
-    xq = np.empty((T, cols), np.int8)
-    xd = np.empty((T, nb), np.float32)
-    xs = np.empty((T, nb), np.int32)
+    xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
     quantize_rows_q8_0(x, xq, xd, xs)
-    xc = sums_of_4(xq, -16)  # the dot of q - 16 starts from -16 * (sum of 4 q_x)
+    xc = i32[T * nb : T * nb + T * cols // 4].reshape((T, cols // 4))
+    sums_of_4(xq, -16, xc)  # the dot of q - 16 starts from -16 * (sum of 4 q_x)
     for g in prange((last + ROWS) // ROWS):
         r0, r1, r2, r3 = group_rows(g, last)
         a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
@@ -204,14 +207,13 @@ def _matvec_q5_0(out, w, x):
             out[t, r2], out[t, r3] = hsum_lo(cd), hsum_hi(cd)
 
 
-def _matvec_q4_1(out, w, x):
+def _matvec_q4_1(out, w, x, i8, i32, f32):
     # W (rows, nb*20) @ x (T, cols) -> out (T, rows); block = f16 d, f16 m, u8 nibbles[16]
     # sum (d q + m) x = d d_x sum q q_x + m s_x, s_x = q8_1's d_x * sum q_x
     T, cols = x.shape
     nb, rb, last = cols // QK, w.shape[1], w.shape[0] - 1
-    xq = np.empty((T, cols), np.int8)
-    xd = np.empty((T, nb), np.float32)
-    xs = np.empty((T, nb), np.float32)
+    xq, xd, _ = q8_0_scratch(T, cols, i8, i32, f32)
+    xs = f32[T * nb : 2 * T * nb].reshape((T, nb))
     quantize_rows_q8_1(x, xq, xd, xs)
     for g in prange((last + ROWS) // ROWS):
         r0, r1, r2, r3 = group_rows(g, last)
@@ -316,15 +318,26 @@ def _matvec_q4_1_v1(out, w, x):
             out[t, r] = vsum_quads(acc) + acc_m
 
 
-matvec_q8_0_rows = njit_parallel(_matvec_q8_0)
-matvec_q4_0_rows = njit_parallel(_matvec_q4_0)
-matvec_q4_1_rows = njit_parallel(_matvec_q4_1)
-matvec_q5_0_rows = njit_parallel(_matvec_q5_0)
+# `_into` takes caller-owned scratch (`workbench.kernels.scratch`); the plain names make it per call
+matvec_q8_0_rows_into = njit_parallel(_matvec_q8_0)
+matvec_q4_0_rows_into = njit_parallel(_matvec_q4_0)
+matvec_q4_1_rows_into = njit_parallel(_matvec_q4_1)
+matvec_q5_0_rows_into = njit_parallel(_matvec_q5_0)
 
-matvec_q8_0_rows_serial = njit_serial(_matvec_q8_0)
-matvec_q4_0_rows_serial = njit_serial(_matvec_q4_0)
-matvec_q4_1_rows_serial = njit_serial(_matvec_q4_1)
-matvec_q5_0_rows_serial = njit_serial(_matvec_q5_0)
+matvec_q8_0_rows_serial_into = njit_serial(_matvec_q8_0)
+matvec_q4_0_rows_serial_into = njit_serial(_matvec_q4_0)
+matvec_q4_1_rows_serial_into = njit_serial(_matvec_q4_1)
+matvec_q5_0_rows_serial_into = njit_serial(_matvec_q5_0)
+
+matvec_q8_0_rows = with_scratch(matvec_q8_0_rows_into)
+matvec_q4_0_rows = with_scratch(matvec_q4_0_rows_into)
+matvec_q4_1_rows = with_scratch(matvec_q4_1_rows_into)
+matvec_q5_0_rows = with_scratch(matvec_q5_0_rows_into)
+
+matvec_q8_0_rows_serial = with_scratch(matvec_q8_0_rows_serial_into)
+matvec_q4_0_rows_serial = with_scratch(matvec_q4_0_rows_serial_into)
+matvec_q4_1_rows_serial = with_scratch(matvec_q4_1_rows_serial_into)
+matvec_q5_0_rows_serial = with_scratch(matvec_q5_0_rows_serial_into)
 
 matvec_q8_0_v1 = njit_parallel(_matvec_q8_0_v1)
 matvec_q4_0_v1 = njit_parallel(_matvec_q4_0_v1)

@@ -8,6 +8,8 @@ them on global ones (every 6th layer) -> output projection -> RMSNorm -> residua
 RMSNorm -> gate, up -> GELU(tanh)(gate) * up -> down -> RMSNorm -> residual. Then the
 final RMSNorm and the tied lm_head, for the last position only (soft-capped only for a
 file without a sliding window, as llama.cpp's non-SWA Gemma 3 graph does).
+`decode_step` is the same forward for one token as one compiled function (see
+`nn.compiled`): what an untraced decode step runs, bit for bit equal to `forward`.
 
 Every norm is a plain RMSNorm: Gemma computes x * (1 + w), and the GGUF converter
 (or our HF loader) already added the 1 to every norm weight. GELU uses ggml's half-precision table, as
@@ -30,8 +32,15 @@ from workbench.kernels.activations import (
     geglu_tanh_table_f32,
     geglu_tanh_table_f32_parallel,
 )
+from workbench.kernels.dispatch import get_rows_into, matvec_into
+from workbench.kernels.half import F16_TO_F32
+from workbench.kernels.jit import njit_serial
+from workbench.kernels.norms import rmsnorm_f32
+from workbench.kernels.rope import rope_f32
 from workbench.models.config import ModelConfig
 from workbench.nn.attention import Rope, attend
+from workbench.nn.compiled import (ATTN_OUTPUT, DOWN, GATE_UP, QKV, Products, add_, attention_kernel, buffers,
+                                   products, scale_, use_compiled)
 from workbench.nn.elementwise import gated_act, residual_add
 from workbench.nn.norms import RMSNorm
 from workbench.nn.state import DecoderState
@@ -92,6 +101,18 @@ class Gemma3:
         else:  # exactly, as transformers does (HF directories)
             self.geglu, self.geglu_parallel = geglu_tanh_f32, geglu_tanh_f32_parallel
         self.layer_names = [f"layer[{i}]" for i in range(cfg.n_layers)]  # span names, made once
+        # for decode_step: the matrices by slot; norms (layers, 4, d) = attn_norm,
+        # post_attention_norm, ffn_norm, post_ffw_norm; QK-norms (layers, 2, head_dim);
+        # each layer's rope tables (0 global, 1 sliding) and window
+        self.products = Products.pack([(l.qkv, l.attn_output, l.ffn_gate_up, l.ffn_down) for l in self.layers],
+                                      self.token_embd, self.output)
+        self.norms = np.stack([[l.attn_norm.w, l.post_attention_norm.w, l.ffn_norm.w, l.post_ffw_norm.w]
+                               for l in self.layers])
+        self.qk_norms = np.stack([[l.q_norm.w, l.k_norm.w] for l in self.layers])
+        self.cos = np.stack([self.rope_global.cos, self.rope_local.cos])
+        self.sin = np.stack([self.rope_global.sin, self.rope_local.sin])
+        self.rope_of = np.array([int(l.rope is self.rope_local) for l in self.layers])
+        self.windows = np.array([l.window for l in self.layers])
 
     def new_state(self, n_batch: int = 512, kv_type: str = "f16") -> DecoderState:
         """A session of n_ctx positions taking up to `n_batch` tokens per forward (512,
@@ -112,6 +133,15 @@ class Gemma3:
         q_heads, k_heads = q.reshape(T * H, hd), k.reshape(T * Hkv, hd)  # rows for the QK-norm
         att3 = att.reshape(T, H, hd)
         geglu = self.geglu if T == 1 else self.geglu_parallel
+        if use_compiled(self.products, T, tracer):
+            p = self.products
+            decode_step(ids, pos0, attention_kernel(cache), p.embd, p.embd_code, self.embed_scale, p.ws, p.index,
+                        p.codes, self.norms, self.qk_norms, self.output_norm.w, p.head, p.head_code,
+                        np.float32(cfg.norm_eps), self.cos, self.sin, self.rope_of, cfg.rope_dims, self.attn_scale,
+                        self.windows, cfg.gelu_table, GELU_TANH_F16_TABLE, H, Hkv, hd, cfg.d_ff, cache.k, cache.v,
+                        buffers(state))
+            cache.n_used = pos0 + T
+            return self._softcap(state.logits)[0]
 
         with tracer.span("embedding"):
             self.token_embd(x, ids, tracer)
@@ -143,8 +173,52 @@ class Gemma3:
             self.output_norm(last, x[T - 1 : T], tracer)
         with tracer.span("lm_head"):
             self.output(state.logits, last, tracer)
-        if cfg.final_logit_softcap > 0:  # only llama.cpp's graph for Gemma 3 without sliding layers
-            state.logits *= np.float32(1.0 / cfg.final_logit_softcap)
-            np.tanh(state.logits, out=state.logits)
-            state.logits *= np.float32(cfg.final_logit_softcap)
-        return state.logits[0]
+        return self._softcap(state.logits)[0]
+
+    def _softcap(self, logits: np.ndarray) -> np.ndarray:
+        cap = self.config.final_logit_softcap
+        if cap > 0:  # only llama.cpp's graph for Gemma 3 without sliding layers
+            logits *= np.float32(1.0 / cap)
+            np.tanh(logits, out=logits)
+            logits *= np.float32(cap)
+        return logits
+
+
+@njit_serial
+def decode_step(ids, pos, attend, embd, embd_code, embed_scale, ws, index, codes, norms, qk_norms, out_norm,
+                head, head_code, eps, cos, sin, rope_of, n_rot, attn_scale, windows, gelu_table, table,
+                H, Hkv, hd, d_ff, k_cache, v_cache, bufs):
+    """`Gemma3.forward` of one token ids (1,) at position pos, in one call: the same
+    kernels in the same order. Matrices from `nn.compiled.Products`; norms, qk_norms,
+    cos/sin, rope_of, windows as Gemma3 stacks them; bufs from `nn.compiled.buffers`."""
+    x, xn, proj, att, fused, probs, logits, i8, i32, f32 = bufs
+    q = fused[: H * hd].reshape((1, H, hd))
+    k = fused[H * hd : (H + Hkv) * hd].reshape((1, Hkv, hd))
+    v = fused[(H + Hkv) * hd : (H + 2 * Hkv) * hd].reshape((1, Hkv, hd))
+    gate, up = fused[:d_ff].reshape((1, d_ff)), fused[d_ff : 2 * d_ff].reshape((1, d_ff))
+    get_rows_into(embd_code, x, embd, ids)
+    scale_(x[0], embed_scale)  # sqrt(d_model)
+    for i in range(index.shape[0]):
+        rmsnorm_f32(xn, x, norms[i, 0], eps)
+        products(ws, index[i, QKV], codes[i, QKV], fused, xn, i8, i32, f32)
+        rmsnorm_f32(q.reshape((H, hd)), q.reshape((H, hd)), qk_norms[i, 0], eps)  # QK-norm, per head
+        rmsnorm_f32(k.reshape((Hkv, hd)), k.reshape((Hkv, hd)), qk_norms[i, 1], eps)
+        rope_f32(q, pos, cos[rope_of[i]], sin[rope_of[i]], n_rot, True)
+        rope_f32(k, pos, cos[rope_of[i]], sin[rope_of[i]], n_rot, True)
+        scale_(fused[: H * hd], attn_scale)
+        attend(att.reshape((1, H, hd)), q, k, v, k_cache[i], v_cache[i], pos, np.float32(1), windows[i], probs,
+               F16_TO_F32)
+        products(ws, index[i, ATTN_OUTPUT], codes[i, ATTN_OUTPUT], proj[0], att, i8, i32, f32)
+        rmsnorm_f32(proj, proj, norms[i, 1], eps)
+        add_(x[0], proj[0])
+        rmsnorm_f32(xn, x, norms[i, 2], eps)
+        products(ws, index[i, GATE_UP], codes[i, GATE_UP], fused, xn, i8, i32, f32)
+        if gelu_table:
+            geglu_tanh_table_f32(gate, gate, up, table)
+        else:
+            geglu_tanh_f32(gate, gate, up)
+        products(ws, index[i, DOWN], codes[i, DOWN], proj[0], gate, i8, i32, f32)
+        rmsnorm_f32(proj, proj, norms[i, 3], eps)
+        add_(x[0], proj[0])
+    rmsnorm_f32(xn, x, out_norm, eps)
+    matvec_into(head_code, logits, head, xn, i8, i32, f32)

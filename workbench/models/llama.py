@@ -5,6 +5,9 @@ converter, or our HF loader, permuted HF's Q/K rows for it) -> causal GQA attent
 over the KV cache (f16 by default) -> output projection -> residual; RMSNorm -> gate,
 up -> SwiGLU -> down -> residual. Then the final RMSNorm and the lm_head (the token
 embeddings when the file has no `output.weight`), for the last position only.
+
+`decode_step` is the same forward for one token as one compiled function (see
+`nn.compiled`): what an untraced decode step runs, bit for bit equal to `forward`.
 """
 
 from __future__ import annotations
@@ -14,8 +17,15 @@ import math
 import numpy as np
 
 from workbench.kernels.activations import swiglu_f32, swiglu_f32_parallel
+from workbench.kernels.dispatch import get_rows_into, matvec_into
+from workbench.kernels.half import F16_TO_F32
+from workbench.kernels.jit import njit_serial
+from workbench.kernels.norms import rmsnorm_f32
+from workbench.kernels.rope import rope_f32
 from workbench.models.config import ModelConfig
 from workbench.nn.attention import Rope, attend
+from workbench.nn.compiled import (ATTN_OUTPUT, DOWN, GATE_UP, QKV, Products, add_, attention_kernel, buffers,
+                                   products, use_compiled)
 from workbench.nn.elementwise import gated_act, residual_add
 from workbench.nn.norms import RMSNorm
 from workbench.nn.state import DecoderState
@@ -53,6 +63,10 @@ class Llama:
         self.rope = Rope(n_ctx, cfg.rope_dims, cfg.rope_base, neox=False)
         self.scale = 1.0 / math.sqrt(cfg.head_dim)
         self.layer_names = [f"layer[{i}]" for i in range(cfg.n_layers)]  # span names, made once
+        # for decode_step: the matrices by slot, the norms as (layers, 2, d)
+        self.products = Products.pack([(l.qkv, l.attn_output, l.ffn_gate_up, l.ffn_down) for l in self.layers],
+                                      self.token_embd, self.output)
+        self.norms = np.stack([[l.attn_norm.w, l.ffn_norm.w] for l in self.layers])
 
     def new_state(self, n_batch: int = 512, kv_type: str = "f16") -> DecoderState:
         """A session of n_ctx positions taking up to `n_batch` tokens per forward (512,
@@ -72,6 +86,14 @@ class Llama:
         q3, k3, v3 = q.reshape(T, H, hd), k.reshape(T, Hkv, hd), v.reshape(T, Hkv, hd)
         att3 = att.reshape(T, H, hd)
         swiglu = swiglu_f32 if T == 1 else swiglu_f32_parallel
+        if use_compiled(self.products, T, tracer):
+            p = self.products
+            decode_step(ids, pos0, attention_kernel(cache), p.embd, p.embd_code, p.ws, p.index, p.codes, self.norms,
+                        self.output_norm.w, p.head, p.head_code, np.float32(cfg.norm_eps), self.rope.cos,
+                        self.rope.sin, cfg.rope_dims, np.float32(self.scale), H, Hkv, hd, cfg.d_ff, cache.k, cache.v,
+                        buffers(state))
+            cache.n_used = pos0 + T
+            return state.logits[0]
 
         with tracer.span("embedding"):
             self.token_embd(x, ids, tracer)
@@ -98,3 +120,32 @@ class Llama:
         with tracer.span("lm_head"):
             self.output(state.logits, last, tracer)
         return state.logits[0]
+
+
+@njit_serial
+def decode_step(ids, pos, attend, embd, embd_code, ws, index, codes, norms, out_norm, head, head_code, eps,
+                cos, sin, n_rot, scale, H, Hkv, hd, d_ff, k_cache, v_cache, bufs):
+    """`Llama.forward` of one token ids (1,) at position pos, in one call: the same kernels
+    in the same order. Matrices from `nn.compiled.Products`; norms (layers, 2, d) =
+    attn_norm, ffn_norm; bufs from `nn.compiled.buffers`; logits land in its logits."""
+    x, xn, proj, att, fused, probs, logits, i8, i32, f32 = bufs
+    q = fused[: H * hd].reshape((1, H, hd))
+    k = fused[H * hd : (H + Hkv) * hd].reshape((1, Hkv, hd))
+    v = fused[(H + Hkv) * hd : (H + 2 * Hkv) * hd].reshape((1, Hkv, hd))
+    gate, up = fused[:d_ff].reshape((1, d_ff)), fused[d_ff : 2 * d_ff].reshape((1, d_ff))
+    get_rows_into(embd_code, x, embd, ids)
+    for i in range(index.shape[0]):
+        rmsnorm_f32(xn, x, norms[i, 0], eps)
+        products(ws, index[i, QKV], codes[i, QKV], fused, xn, i8, i32, f32)
+        rope_f32(q, pos, cos, sin, n_rot, False)
+        rope_f32(k, pos, cos, sin, n_rot, False)
+        attend(att.reshape((1, H, hd)), q, k, v, k_cache[i], v_cache[i], pos, scale, 0, probs, F16_TO_F32)
+        products(ws, index[i, ATTN_OUTPUT], codes[i, ATTN_OUTPUT], proj[0], att, i8, i32, f32)
+        add_(x[0], proj[0])
+        rmsnorm_f32(xn, x, norms[i, 1], eps)
+        products(ws, index[i, GATE_UP], codes[i, GATE_UP], fused, xn, i8, i32, f32)
+        swiglu_f32(gate, gate, up)
+        products(ws, index[i, DOWN], codes[i, DOWN], proj[0], gate, i8, i32, f32)
+        add_(x[0], proj[0])
+    rmsnorm_f32(xn, x, out_norm, eps)
+    matvec_into(head_code, logits, head, xn, i8, i32, f32)

@@ -59,14 +59,14 @@ def attend(out, q, k, v, k_cache, v_cache, pos0: int, scale: float, window: int,
 
     q (T, H, hd); k, v (T, Hkv, hd) are this step's rows, stored at pos0.. first;
     k_cache (Hkv, n_pos, hd) and v_cache (Hkv, hd, n_pos), both half bits (uint16) or
-    both float32 (see KVCache); probs (>= T*H, n_pos) f32 scratch. Untraced, one fused
+    both float32 (see KVCache); probs (>= T*H, n_pos + hd) f32 scratch (`KVCache.scratch`). Untraced, one fused
     kernel; in an op-level trace the four phases run as separate kernels (same
     arithmetic), one span each."""
     T, H, hd = q.shape
     Hkv, n_pos = k_cache.shape[0], k_cache.shape[1]  # n_pos: the context rounded up to 64
     if pos0 < 0 or pos0 + T > n_pos:
         raise ParameterError(f"positions {pos0}..{pos0 + T - 1} do not fit the KV cache of {n_pos} positions")
-    if probs.shape[0] < T * H or probs.shape[1] < n_pos or v_cache.shape != (Hkv, hd, n_pos):
+    if probs.shape[0] < T * H or probs.shape[1] < n_pos + hd or v_cache.shape != (Hkv, hd, n_pos):
         raise ShapeError(f"attention scratch {probs.shape} / V cache {v_cache.shape} do not fit "
                          f"{T * H} query rows over {n_pos} positions (see KVCache.scratch)")
     if k_cache.dtype != v_cache.dtype or k_cache.dtype not in (np.uint16, np.float32):

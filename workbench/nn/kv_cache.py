@@ -49,8 +49,9 @@ class KVCache:
         return self.k.nbytes + self.v.nbytes
 
     def scratch(self, rows: int) -> np.ndarray:
-        """The attention kernels' float32 scratch: a row of scores for each of `rows` query heads."""
-        return np.zeros((rows, self.n_pos), dtype=np.float32)
+        """The attention kernels' float32 scratch for `rows` query heads: each row holds the
+        head's scores over n_pos positions, then its query rounded to half (head_dim)."""
+        return np.zeros((rows, self.n_pos + self.k.shape[3]), dtype=np.float32)
 
     def reset(self) -> None:
         """Forget every position; the memory stays allocated."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.errors import ParameterError
+from workbench.kernels.scratch import scratch
 from workbench.nn.kv_cache import KVCache
 
 
@@ -34,6 +35,8 @@ class DecoderState:
         self.fused = np.zeros(n_batch * max((H + 2 * Hkv) * hd, 2 * cfg.d_ff), f32)  # flat: any (T, rows)
         self.probs = self.cache.scratch(n_batch * H)  # attention scores, per query head
         self.logits = np.zeros((1, cfg.vocab_size), f32)
+        # quantized activations of one token's products, for the compiled decode step (nn.compiled)
+        self.quant_scratch = scratch(max(d, H * hd, cfg.d_ff))
 
     def begin(self, T: int) -> int:
         """The position of the first of T new tokens; ParameterError if they do not fit."""

@@ -1,0 +1,128 @@
+"""q4_0 decode matvec on pre-quantized activations, eight rows per pass ("oct").
+
+Contract of `matvec_q4_0_oct(out, w, xq, xd, xs)`:
+    out (T, rows) float32 = x (T, cols) @ W.T, W given as raw GGUF q4_0 blocks
+    w (rows, cols / 32 * 18) uint8; x already quantized by
+    `workbench.kernels.activation_quant.quantize_rows_q8_0` into xq (T, cols) int8,
+    xd (T, cols / 32) float32, xs (T, cols / 32) int32, so that a caller can preallocate
+    them once. All arrays C-contiguous and validated by the caller (nothing is checked).
+Each row's arithmetic is that of `matvec_legacy.matvec_q4_0_v1` (llama.cpp's repacked
+`ggml_gemv_q4_0_8x8_q8_0`): per block one exact integer sumi = sum (q - 8) q_x, then
+acc = fma(float(sumi), float(d_w) * d_x, acc) from acc = 0; results are equal bit for bit
+(tests/test_matvec_q4_0.py).
+
+Scheduling, which changes no row's arithmetic: rows go in groups of OCT_ROWS = 8, split
+over numba's threads; a group reads each block of x once for its eight rows, whose block
+dots land one int32 lane per row in one 256-bit register (`simd.dot_oct`, lane i = row
+OCT[i]) and whose eight chains run side by side in one f32x8. Where AVX2
+`matvec_q4_0_rows` (four rows of four lanes) reduces each block's 512-bit sums across
+lanes and gathers four scales with vector inserts, here one `vphaddw` + `vpmaddwd` reduce
+eight rows, and the eight fp16 scales are packed in general registers (`scales_oct`).
+A last group short of rows repeats the last row. Weights are prefetched AHEAD bytes
+ahead, as in matvec_legacy.
+
+`matvec_q4_0_oct_x(out, w, x)` quantizes float32 x itself (allocating), for tests and
+benchmarks; not for the decode loop. `matvec_q4_0_oct_into(out, w, x, i8, i32, f32)` (and
+`_serial_into`) quantize x into caller-owned scratch (`workbench.kernels.scratch`): the
+registry's form of these kernels.
+"""
+
+import numpy as np
+from numba import prange
+
+from workbench.kernels.activation_quant import quantize_rows_q8_0
+from workbench.kernels.jit import njit_parallel, njit_serial
+from workbench.kernels.matvec_legacy import AHEAD, LINE, q8_0_scratch
+from workbench.kernels.simd import AVX2, OCT, VNNI, dot_oct, fma_oct, lane, prefetch, scales_oct, zeros_f32x8
+
+QK = 32
+BLOCK = 18  # q4_0 block bytes: f16 d, u8 nibbles[16]
+OCT_ROWS = 8
+# the registry's default q4_0 kernel where AVX2 is the best there is (1.4-1.7x the row
+# groups on an AMD EPYC); with 512-bit VNNI the row groups' single-instruction dots stay
+DEFAULT = AVX2 and not VNNI
+PARTS = 32  # runs of groups per parallel call: split alike over 1, 2, 4, ... 32 threads
+
+
+@njit_serial
+def group_starts(g, last, rb):
+    """Byte offsets of group g's eight rows (rb bytes each); past the last row, the last row."""
+    r = OCT_ROWS * g
+    return (r * rb, min(r + 1, last) * rb, min(r + 2, last) * rb, min(r + 3, last) * rb,
+            min(r + 4, last) * rb, min(r + 5, last) * rb, min(r + 6, last) * rb, min(r + 7, last) * rb)
+
+
+@njit_serial
+def oct_groups(out, w, xq, xd, xs, g0, g1):
+    # rows 8 g0 .. 8 g1 - 1 of W (rows, nb*18) @ xq (T, cols) -> out (T, rows), every token
+    # block = f16 d, u8 nibbles[16], w = d * (q - 8)
+    T, cols = xq.shape
+    nb, rb, last = cols // QK, w.shape[1], w.shape[0] - 1
+    for g in range(g0, g1):
+        starts = group_starts(g, last, rb)
+        for t in range(T):
+            acc = zeros_f32x8()
+            for k in range(nb):
+                o = k * BLOCK
+                # the group's 8 * 18 bytes a block, 2.25 lines: three prefetches written out
+                # (`prefetch_bytes`' loop of three did not unroll here, and cost ~10%)
+                a = starts[0] + AHEAD + k * OCT_ROWS * BLOCK
+                prefetch(w, a)
+                prefetch(w, a + LINE)
+                prefetch(w, a + 2 * LINE)
+                p = dot_oct(w, starts, o + 2, xq, t * cols + k * QK)
+                s = scales_oct(w, starts, o, xd[t, k])
+                acc = fma_oct(acc, p, 8 * xs[t, k], s)  # sum q q_x - 8 sum q_x
+            for i in range(OCT_ROWS):
+                out[t, min(OCT_ROWS * g + OCT[i], last)] = lane(acc, i)
+
+
+# The two variants are two functions around `oct_groups`, not one function compiled twice
+# as in matvec_legacy: numba's cache keys compiled code by function, signature and CPU,
+# not by `parallel`, so `njit_serial(f)` and `njit_parallel(f)` load each other's code (a
+# serial call then ran the parallel code, 8 ms a call in a process that had started no
+# threads). The parallel one splits the groups into PARTS even runs, one `oct_groups` call
+# each: a call per group (numba does not inline it) cost ~13% at 576 columns, and
+# `get_num_threads()` in a kernel keeps numba from caching it.
+@njit_parallel
+def matvec_q4_0_oct(out, w, xq, xd, xs):
+    # W (rows, nb*18) @ xq (T, cols) -> out (T, rows)
+    n = (w.shape[0] + OCT_ROWS - 1) // OCT_ROWS
+    parts = min(n, PARTS)
+    for p in prange(parts):
+        oct_groups(out, w, xq, xd, xs, p * n // parts, (p + 1) * n // parts)
+
+
+@njit_serial
+def matvec_q4_0_oct_serial(out, w, xq, xd, xs):
+    # W (rows, nb*18) @ xq (T, cols) -> out (T, rows)
+    oct_groups(out, w, xq, xd, xs, 0, (w.shape[0] + OCT_ROWS - 1) // OCT_ROWS)
+
+
+@njit_serial
+def matvec_q4_0_oct_x(out, w, x):
+    # W (rows, nb*18) @ x (T, cols) float32 -> out (T, rows), x quantized here
+    T, cols = x.shape
+    xq = np.empty((T, cols), np.int8)
+    xd = np.empty((T, cols // QK), np.float32)
+    xs = np.empty((T, cols // QK), np.int32)
+    quantize_rows_q8_0(x, xq, xd, xs)
+    matvec_q4_0_oct(out, w, xq, xd, xs)
+
+
+@njit_serial
+def matvec_q4_0_oct_into(out, w, x, i8, i32, f32):
+    # W (rows, nb*18) @ x (T, cols) float32 -> out (T, rows), x quantized into the scratch
+    T, cols = x.shape
+    xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
+    quantize_rows_q8_0(x, xq, xd, xs)
+    matvec_q4_0_oct(out, w, xq, xd, xs)
+
+
+@njit_serial
+def matvec_q4_0_oct_serial_into(out, w, x, i8, i32, f32):
+    # as matvec_q4_0_oct_into, without threads
+    T, cols = x.shape
+    xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
+    quantize_rows_q8_0(x, xq, xd, xs)
+    matvec_q4_0_oct_serial(out, w, xq, xd, xs)
