@@ -2,13 +2,12 @@
 
     .venv/bin/python scripts/bench_q4_0.py [--reps 41] [--threads 1 2] [--shapes 3072x576 ...]
 
-Weights are `quantize_ref("q4_0", ...)` of Gaussian rows; T = 1. Three kernels run
+Weights are `quantize_ref("q4_0", ...)` of Gaussian rows; T = 1. The two kernels run
 interleaved call by call in one process, so that drift on a shared machine hits them alike:
   rows   matvec_legacy.matvec_q4_0_rows(out, w, x), x float32 (quantized inside)
-  oct_x  matvec_q4_0.matvec_q4_0_oct_x(out, w, x), the same work (quantizes, allocates)
-  oct    matvec_q4_0.matvec_q4_0_oct(out, w, xq, xd, xs) on activations quantized once
+  oct    matvec_q4_0.matvec_q4_0_oct(out, w, x), the same work (quantizes, allocates)
 GB/s = weight bytes / median seconds per call; each cell also shows the best sample.
-"speedup" = rows median time / oct_x median time. Tensors that fit the caches run faster
+"speedup" = rows median time / oct median time. Tensors that fit the caches run faster
 than memory: 576x1536 (0.5 MB) and 640x2048 (0.7 MB) fit L2/L3, 49152x576 (16 MB) L3 only.
 """
 
@@ -19,14 +18,13 @@ import time
 
 import numpy as np
 
-from workbench.kernels.activation_quant import quantize_rows_q8_0
 from workbench.kernels.jit import max_threads, set_threads
 from workbench.kernels.matvec_legacy import matvec_q4_0_rows
-from workbench.kernels.matvec_q4_0 import matvec_q4_0_oct, matvec_q4_0_oct_x
+from workbench.kernels.matvec_q4_0 import matvec_q4_0_oct
 from workbench.quant import quantize_ref
 
 SHAPES = ["3072x576", "576x1536", "49152x576", "640x2048"]
-KERNELS = ["rows", "oct_x", "oct"]
+KERNELS = ["rows", "oct"]
 
 
 def time_interleaved(calls, reps: int, inner: int) -> list[list[float]]:
@@ -48,14 +46,9 @@ def measure(shape: str, threads: int, reps: int, rng) -> dict:
     rows, cols = map(int, shape.split("x"))
     w = quantize_ref("q4_0", rng.standard_normal((rows, cols)).astype(np.float32))
     x = rng.standard_normal((1, cols)).astype(np.float32)
-    xq = np.empty((1, cols), np.int8)
-    xd = np.empty((1, cols // 32), np.float32)
-    xs = np.empty((1, cols // 32), np.int32)
-    quantize_rows_q8_0(x, xq, xd, xs)
     outs = [np.empty((1, rows), np.float32) for _ in KERNELS]
     calls = [lambda: matvec_q4_0_rows(outs[0], w, x),
-             lambda: matvec_q4_0_oct_x(outs[1], w, x),
-             lambda: matvec_q4_0_oct(outs[2], w, xq, xd, xs)]
+             lambda: matvec_q4_0_oct(outs[1], w, x)]
     set_threads(threads)
     inner = max(1, int(4e6 // w.nbytes))  # a few MB per sample: small tensors repeat
     samples = time_interleaved(calls, reps, inner)
@@ -69,7 +62,7 @@ def markdown(records: list[dict]) -> str:
     for r in records:
         s = r["samples"]
         cells = [f"{r['bytes'] / np.median(s[k]) / 1e9:.1f} ({r['bytes'] / min(s[k]) / 1e9:.1f})" for k in KERNELS]
-        speedup = np.median(s["rows"]) / np.median(s["oct_x"])
+        speedup = np.median(s["rows"]) / np.median(s["oct"])
         lines.append(f"| {r['shape']} | {r['bytes'] / 1e6:.2f} | {r['threads']} | " + " | ".join(cells)
                      + f" | {speedup:.2f} |")
     return "\n".join(lines)
@@ -83,7 +76,7 @@ def main() -> None:
     args = ap.parse_args()
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     print(f"# q4_0 matvec, T=1, commit {commit} (+ working tree), {platform.processor() or platform.machine()}")
-    print("# cell: median GB/s (best); speedup = rows time / oct_x time")
+    print("# cell: median GB/s (best); speedup = rows time / oct time")
     rng = np.random.default_rng(0)
     records = [measure(shape, n, args.reps, rng) for shape in args.shapes for n in args.threads
                if n <= max_threads()]

@@ -1,14 +1,13 @@
 """The eight-row q4_0 kernel against the reference order, bit for bit.
 
-`matvec_q4_0.matvec_q4_0_oct` (eight rows per pass, one int32 lane per row, activations
-quantized by the caller) must keep each output row's arithmetic exactly that of
+`matvec_q4_0.matvec_q4_0_oct` (eight rows per pass, one int32 lane per row) must keep each output row's arithmetic exactly that of
 `matvec_legacy.matvec_q4_0_v1` (llama.cpp's repacked gemv order) and so equal it, and
 `matvec_q4_0_rows`, bit for bit, for
 - raw random block bytes (every nibble value) with finite fp16 scales, and weights from
   `quantize_ref`;
 - row counts that do and do not fill the last group of eight (1..9, 13, 67), one to five
   blocks per row, T in {1, 2, 5} with a zero token and a zero block among them;
-- the parallel kernel at 1 and 2 threads, the serial one, and `matvec_q4_0_oct_x`;
+- the parallel kernel at 1 and 2 threads and the serial one;
 - the code numba emits for Haswell (AVX2's `vpmaddubsw` / `vphaddd`) and for Ivy Bridge
   (no AVX2: plain vector arithmetic), each in a subprocess.
 """
@@ -23,28 +22,11 @@ import pytest
 
 from tests.test_matvec_variants import ROWS, assert_same, raw_weight, run, tokens
 from workbench.kernels import matvec_legacy
-from workbench.kernels.activation_quant import quantize_rows_q8_0
 from workbench.kernels.jit import max_threads, set_threads
-from workbench.kernels.matvec_q4_0 import matvec_q4_0_oct, matvec_q4_0_oct_serial, matvec_q4_0_oct_x
+from workbench.kernels.matvec_q4_0 import matvec_q4_0_oct, matvec_q4_0_oct_serial
 from workbench.quant import quantize_ref
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def quantized(x: np.ndarray):
-    """x (T, cols) float32 -> xq int8, xd float32, xs int32, as a caller preallocates them."""
-    T, cols = x.shape
-    xq = np.empty((T, cols), np.int8)
-    xd = np.empty((T, cols // 32), np.float32)
-    xs = np.empty((T, cols // 32), np.int32)
-    quantize_rows_q8_0(x, xq, xd, xs)
-    return xq, xd, xs
-
-
-def run_oct(kernel, w, x) -> np.ndarray:
-    out = np.full((x.shape[0], w.shape[0]), np.nan, np.float32)
-    kernel(out, w, *quantized(x))
-    return out
 
 
 def test_oct_equals_reference_order_bit_for_bit():
@@ -58,9 +40,8 @@ def test_oct_equals_reference_order_bit_for_bit():
                 assert np.isfinite(want).all()
                 what = f"rows={rows} cols={blocks * 32} T={T}"
                 assert_same(run(matvec_legacy.matvec_q4_0_rows, w, x), want, what + " rows kernel")
-                assert_same(run_oct(matvec_q4_0_oct, w, x), want, what)
-                assert_same(run_oct(matvec_q4_0_oct_serial, w, x), want, what + " serial")
-                assert_same(run(matvec_q4_0_oct_x, w, x), want, what + " oct_x")
+                assert_same(run(matvec_q4_0_oct, w, x), want, what)
+                assert_same(run(matvec_q4_0_oct_serial, w, x), want, what + " serial")
 
 
 def test_oct_equals_reference_order_on_quantized_weights():
@@ -69,7 +50,7 @@ def test_oct_equals_reference_order_on_quantized_weights():
     w = quantize_ref("q4_0", dense)
     w.flags.writeable = False
     x = tokens(rng, 5, 640, 32)
-    assert_same(run_oct(matvec_q4_0_oct, w, x), run(matvec_legacy.matvec_q4_0_v1, w, x), "quantize_ref weights")
+    assert_same(run(matvec_q4_0_oct, w, x), run(matvec_legacy.matvec_q4_0_v1, w, x), "quantize_ref weights")
 
 
 @pytest.mark.skipif(max_threads() < 2, reason="numba was started with one thread")
@@ -81,7 +62,7 @@ def test_oct_at_one_and_two_threads():
     try:
         for n in (1, 2):
             set_threads(n)
-            assert_same(run_oct(matvec_q4_0_oct, w, x), want, f"at {n} threads")
+            assert_same(run(matvec_q4_0_oct, w, x), want, f"at {n} threads")
     finally:
         set_threads(max_threads())
 
@@ -106,7 +87,7 @@ for rows in (1, 6, 9, 17):
     for T in (1, 5):
         x = t.tokens(rng, T, 64, 32)
         want = t.run(matvec_legacy.matvec_q4_0_v1, w, x)
-        t.assert_same(t.run_oct(matvec_q4_0.matvec_q4_0_oct, w, x), want, f"rows={{rows}} T={{T}}")
+        t.assert_same(t.run(matvec_q4_0.matvec_q4_0_oct, w, x), want, f"rows={{rows}} T={{T}}")
 print("ok")
 """
     env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features)

@@ -25,7 +25,6 @@ from workbench.kernels import matvec_kquants as _kquants
 from workbench.kernels import matvec_legacy as _legacy
 from workbench.kernels import matvec_q4_0 as _q4_0
 from workbench.kernels.registry import default, register
-from workbench.kernels.scratch import with_scratch
 from workbench.quant.formats import FORMATS, WEIGHT_FORMATS, BlockFormat
 
 for _module in (_float, _legacy, _kquants):
@@ -43,14 +42,13 @@ for _module in (_float, _legacy, _kquants):
         register("matvec", _fmt, "serial", getattr(_module, f"{_name}_serial"))
 # q4_0 has a third kernel, eight rows per pass (`matvec_q4_0`); with AVX2 and without
 # 512-bit VNNI it is the default (1.4-1.7x the row groups there, equal bit for bit)
-_oct, _oct_serial = (with_scratch(k) for k in (_q4_0.matvec_q4_0_oct_into, _q4_0.matvec_q4_0_oct_serial_into))
-register("matvec", "q4_0", "row_octets", _oct)
+register("matvec", "q4_0", "row_octets", _q4_0.matvec_q4_0_oct)
 if _q4_0.DEFAULT:
-    register("matvec", "q4_0", "parallel", _oct, default=True)
-    register("matvec", "q4_0", "serial", _oct_serial)
+    register("matvec", "q4_0", "parallel", _q4_0.matvec_q4_0_oct, default=True)
+    register("matvec", "q4_0", "serial", _q4_0.matvec_q4_0_oct_serial)
 for _fmt in WEIGHT_FORMATS:
     register("get_rows", _fmt, "scalar", getattr(_rows, f"get_rows_{_fmt}"), default=True)
-del _module, _fmt, _name, _oct, _oct_serial
+del _module, _fmt, _name
 
 
 def _weight_format(fmt: str) -> BlockFormat:

@@ -1,11 +1,10 @@
-"""q4_0 decode matvec on pre-quantized activations, eight rows per pass ("oct").
+"""q4_0 decode matvec, eight rows per pass ("oct", the registry's "row_octets").
 
-Contract of `matvec_q4_0_oct(out, w, xq, xd, xs)`:
-    out (T, rows) float32 = x (T, cols) @ W.T, W given as raw GGUF q4_0 blocks
-    w (rows, cols / 32 * 18) uint8; x already quantized by
-    `workbench.kernels.activation_quant.quantize_rows_q8_0` into xq (T, cols) int8,
-    xd (T, cols / 32) float32, xs (T, cols / 32) int32, so that a caller can preallocate
-    them once. All arrays C-contiguous and validated by the caller (nothing is checked).
+Contract of `matvec_q4_0_oct(out, w, x)`, as every matvec kernel's:
+    out (T, rows) float32 = x (T, cols) float32 @ W.T, W given as raw GGUF q4_0 blocks
+    w (rows, cols / 32 * 18) uint8; all arrays C-contiguous and validated by the caller
+    (nothing is checked). x is quantized to q8_0 first (`quantize_rows_q8_0`);
+    `matvec_q4_0_oct_into(out, w, x, i8, i32, f32)` does so into caller-owned scratch.
 Each row's arithmetic is that of `matvec_legacy.matvec_q4_0_v1` (llama.cpp's repacked
 `ggml_gemv_q4_0_8x8_q8_0`): per block one exact integer sumi = sum (q - 8) q_x, then
 acc = fma(float(sumi), float(d_w) * d_x, acc) from acc = 0; results are equal bit for bit
@@ -21,18 +20,15 @@ eight rows, and the eight fp16 scales are packed in general registers (`scales_o
 A last group short of rows repeats the last row. Weights are prefetched AHEAD bytes
 ahead, as in matvec_legacy.
 
-`matvec_q4_0_oct_x(out, w, x)` quantizes float32 x itself (allocating), for tests and
-benchmarks; not for the decode loop. `matvec_q4_0_oct_into(out, w, x, i8, i32, f32)` (and
-`_serial_into`) quantize x into caller-owned scratch (`workbench.kernels.scratch`): the
-registry's form of these kernels.
+`_serial` names the same code without threads.
 """
 
-import numpy as np
 from numba import prange
 
 from workbench.kernels.activation_quant import quantize_rows_q8_0
 from workbench.kernels.jit import njit_parallel, njit_serial
 from workbench.kernels.matvec_legacy import AHEAD, LINE, q8_0_scratch
+from workbench.kernels.scratch import with_scratch
 from workbench.kernels.simd import AVX2, OCT, VNNI, dot_oct, fma_oct, lane, prefetch, scales_oct, zeros_f32x8
 
 QK = 32
@@ -77,52 +73,23 @@ def oct_groups(out, w, xq, xd, xs, g0, g1):
                 out[t, min(OCT_ROWS * g + OCT[i], last)] = lane(acc, i)
 
 
-# The two variants are two functions around `oct_groups`, not one function compiled twice
-# as in matvec_legacy: numba's cache keys compiled code by function, signature and CPU,
-# not by `parallel`, so `njit_serial(f)` and `njit_parallel(f)` load each other's code (a
-# serial call then ran the parallel code, 8 ms a call in a process that had started no
-# threads). The parallel one splits the groups into PARTS even runs, one `oct_groups` call
-# each: a call per group (numba does not inline it) cost ~13% at 576 columns, and
-# `get_num_threads()` in a kernel keeps numba from caching it.
-@njit_parallel
-def matvec_q4_0_oct(out, w, xq, xd, xs):
-    # W (rows, nb*18) @ xq (T, cols) -> out (T, rows)
+def _matvec_q4_0_oct(out, w, x, i8, i32, f32):
+    # W (rows, nb*18) @ x (T, cols) -> out (T, rows); x quantized to q8_0 into the scratch.
+    # The groups go in PARTS even runs, one `oct_groups` call each: a call per group
+    # (numba does not inline it) cost ~13% at 576 columns, and `get_num_threads()` in a
+    # kernel keeps numba from caching it
+    T, cols = x.shape
+    xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
+    quantize_rows_q8_0(x, xq, xd, xs)
     n = (w.shape[0] + OCT_ROWS - 1) // OCT_ROWS
     parts = min(n, PARTS)
     for p in prange(parts):
         oct_groups(out, w, xq, xd, xs, p * n // parts, (p + 1) * n // parts)
 
 
-@njit_serial
-def matvec_q4_0_oct_serial(out, w, xq, xd, xs):
-    # W (rows, nb*18) @ xq (T, cols) -> out (T, rows)
-    oct_groups(out, w, xq, xd, xs, 0, (w.shape[0] + OCT_ROWS - 1) // OCT_ROWS)
+# `_into` takes caller-owned scratch (`workbench.kernels.scratch`); the plain names make it per call
+matvec_q4_0_oct_into = njit_parallel(_matvec_q4_0_oct)
+matvec_q4_0_oct_serial_into = njit_serial(_matvec_q4_0_oct)
 
-
-@njit_serial
-def matvec_q4_0_oct_x(out, w, x):
-    # W (rows, nb*18) @ x (T, cols) float32 -> out (T, rows), x quantized here
-    T, cols = x.shape
-    xq = np.empty((T, cols), np.int8)
-    xd = np.empty((T, cols // QK), np.float32)
-    xs = np.empty((T, cols // QK), np.int32)
-    quantize_rows_q8_0(x, xq, xd, xs)
-    matvec_q4_0_oct(out, w, xq, xd, xs)
-
-
-@njit_serial
-def matvec_q4_0_oct_into(out, w, x, i8, i32, f32):
-    # W (rows, nb*18) @ x (T, cols) float32 -> out (T, rows), x quantized into the scratch
-    T, cols = x.shape
-    xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
-    quantize_rows_q8_0(x, xq, xd, xs)
-    matvec_q4_0_oct(out, w, xq, xd, xs)
-
-
-@njit_serial
-def matvec_q4_0_oct_serial_into(out, w, x, i8, i32, f32):
-    # as matvec_q4_0_oct_into, without threads
-    T, cols = x.shape
-    xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
-    quantize_rows_q8_0(x, xq, xd, xs)
-    matvec_q4_0_oct_serial(out, w, xq, xd, xs)
+matvec_q4_0_oct = with_scratch(matvec_q4_0_oct_into)
+matvec_q4_0_oct_serial = with_scratch(matvec_q4_0_oct_serial_into)
