@@ -126,13 +126,6 @@ class Gemma3:
         T = len(ids)
         pos0 = state.begin(T)
         H, Hkv, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        x, xn, proj = state.x[:T], state.xn[:T], state.proj[:T]
-        q, k, v, att = state.q[:T], state.k[:T], state.v[:T], state.att[:T]
-        gate, up = state.gate[:T], state.up[:T]
-        q3, k3, v3 = q.reshape(T, H, hd), k.reshape(T, Hkv, hd), v.reshape(T, Hkv, hd)
-        q_heads, k_heads = q.reshape(T * H, hd), k.reshape(T * Hkv, hd)  # rows for the QK-norm
-        att3 = att.reshape(T, H, hd)
-        geglu = self.geglu if T == 1 else self.geglu_parallel
         if use_compiled(self.products, T, tracer):
             p = self.products
             decode_step(ids, pos0, attention_kernel(cache), p.embd, p.embd_code, self.embed_scale, p.ws, p.index,
@@ -142,6 +135,14 @@ class Gemma3:
                         buffers(state))
             cache.n_used = pos0 + T
             return self._softcap(state.logits)[0]
+
+        x, xn, proj = state.x[:T], state.xn[:T], state.proj[:T]
+        q, k, v, att = state.q[:T], state.k[:T], state.v[:T], state.att[:T]
+        gate, up = state.gate[:T], state.up[:T]
+        q3, k3, v3 = q.reshape(T, H, hd), k.reshape(T, Hkv, hd), v.reshape(T, Hkv, hd)
+        q_heads, k_heads = q.reshape(T * H, hd), k.reshape(T * Hkv, hd)  # rows for the QK-norm
+        att3 = att.reshape(T, H, hd)
+        geglu = self.geglu if T == 1 else self.geglu_parallel
 
         with tracer.span("embedding"):
             self.token_embd(x, ids, tracer)

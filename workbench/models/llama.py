@@ -80,12 +80,6 @@ class Llama:
         T = len(ids)
         pos0 = state.begin(T)
         H, Hkv, hd = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-        x, xn, proj = state.x[:T], state.xn[:T], state.proj[:T]
-        q, k, v, att = state.q[:T], state.k[:T], state.v[:T], state.att[:T]
-        gate, up = state.gate[:T], state.up[:T]
-        q3, k3, v3 = q.reshape(T, H, hd), k.reshape(T, Hkv, hd), v.reshape(T, Hkv, hd)
-        att3 = att.reshape(T, H, hd)
-        swiglu = swiglu_f32 if T == 1 else swiglu_f32_parallel
         if use_compiled(self.products, T, tracer):
             p = self.products
             decode_step(ids, pos0, attention_kernel(cache), p.embd, p.embd_code, p.ws, p.index, p.codes, self.norms,
@@ -94,6 +88,13 @@ class Llama:
                         buffers(state))
             cache.n_used = pos0 + T
             return state.logits[0]
+
+        x, xn, proj = state.x[:T], state.xn[:T], state.proj[:T]
+        q, k, v, att = state.q[:T], state.k[:T], state.v[:T], state.att[:T]
+        gate, up = state.gate[:T], state.up[:T]
+        q3, k3, v3 = q.reshape(T, H, hd), k.reshape(T, Hkv, hd), v.reshape(T, Hkv, hd)
+        att3 = att.reshape(T, H, hd)
+        swiglu = swiglu_f32 if T == 1 else swiglu_f32_parallel
 
         with tracer.span("embedding"):
             self.token_embd(x, ids, tracer)
