@@ -10,8 +10,10 @@ depend on how many tokens came with a query row.
 import numpy as np
 import pytest
 
-from workbench.errors import ParameterError, ShapeError
+from workbench.errors import ParameterError
+from workbench.kernels.attention import attend_f16kv_parallel, store_kv
 from workbench.kernels.attention_f32 import (
+    attend_f32kv_parallel,
     attention_f32kv,
     attention_f32kv_parallel,
     attn_scores_f32,
@@ -19,9 +21,8 @@ from workbench.kernels.attention_f32 import (
     attn_values_f32,
     store_kv_f32,
 )
-from workbench.nn.attention import attend
+from workbench.kernels.half import F16_TO_F32
 from workbench.nn.kv_cache import KVCache
-from workbench.trace import Tracer
 
 F32_ATOL = 5e-6  # float32 dots over <= 256 values of unit variance vs float64 (measured 6e-7)
 
@@ -120,43 +121,29 @@ def test_decode_rows_equal_prefill_rows():
 
 
 @pytest.mark.parametrize("T", [1, 5])
-def test_attend_dispatches_on_the_cache_dtype(T):
-    """nn.attend: float32 caches run the f32 kernels, traced or not, with the same bits;
-    half caches keep llama.cpp's (rounded) arithmetic."""
+def test_f32_cache_is_closer_to_float64_than_the_f16_cache(T):
+    """The two caches a step can hold: float32 keeps attention within F32_ATOL of float64;
+    the half cache rounds q, k, v and the probabilities (llama.cpp's arithmetic)."""
     H, Hkv, hd, n_ctx, pos0 = 6, 2, 64, 50, 3
     q, k, v, _, _, K, V = make_case(10, T, H, Hkv, hd, 64, pos0)
     results = {}
     for kv_type in ("f16", "f32"):
-        for traced in (False, True):
-            cache = KVCache(1, Hkv, n_ctx, hd, kv_type)
-            if kv_type == "f32":
-                cache.k[0, :, :pos0], cache.v[0, :, :, :pos0] = K[:, :pos0], V[:, :pos0].transpose(0, 2, 1)
-            else:
-                cache.k[0, :, :pos0] = K[:, :pos0].astype(np.float16).view(np.uint16)
-                cache.v[0, :, :, :pos0] = V[:, :pos0].astype(np.float16).view(np.uint16).transpose(0, 2, 1)
-            out = np.zeros((T, H, hd), np.float32)
-            tracer = Tracer(level="op") if traced else Tracer(level="step")
-            attend(out, q, k, v, cache.k[0], cache.v[0], pos0, 0.125, 0, cache.scratch(T * H), tracer)
-            results[kv_type, traced] = out
-    for kv_type in ("f16", "f32"):
-        assert np.array_equal(results[kv_type, False], results[kv_type, True])
+        cache = KVCache(1, Hkv, n_ctx, hd, kv_type)
+        out, probs = np.zeros((T, H, hd), np.float32), cache.scratch(T * H)
+        if kv_type == "f32":
+            cache.k[0, :, :pos0], cache.v[0, :, :, :pos0] = K[:, :pos0], V[:, :pos0].transpose(0, 2, 1)
+            store_kv_f32(cache.k[0], cache.v[0], k, v, pos0)
+            attend_f32kv_parallel(out, q, cache.k[0], cache.v[0], pos0, np.float32(0.125), 0, probs)
+        else:
+            cache.k[0, :, :pos0] = K[:, :pos0].astype(np.float16).view(np.uint16)
+            cache.v[0, :, :, :pos0] = V[:, :pos0].astype(np.float16).view(np.uint16).transpose(0, 2, 1)
+            store_kv(cache.k[0], cache.v[0], k, v, pos0)
+            attend_f16kv_parallel(out, q, cache.k[0], cache.v[0], pos0, np.float32(0.125), 0, probs, F16_TO_F32)
+        results[kv_type] = out
     ref = attention_ref(q, K, V, pos0, 0.125, 0)
-    f32_err = np.abs(results["f32", False] - ref).max()
-    f16_err = np.abs(results["f16", False] - ref).max()
-    assert f32_err < F32_ATOL < f16_err  # the f16 cache rounds q, k, v and the probabilities
-
-
-def test_attend_rejects_mixed_or_strided_caches():
-    T, H, Hkv, hd = 2, 4, 2, 64
-    q, k, v, k_cache, v_cache, _, _ = make_case(12, T, H, Hkv, hd, 64, 0)
-    out, probs = np.zeros((T, H, hd), np.float32), np.zeros((T * H, 64 + hd), np.float32)
-    with pytest.raises(ShapeError, match="dtype"):
-        attend(out, q, k, v, k_cache, v_cache.view(np.uint32).astype(np.uint16), 0, 0.125, 0, probs)
-    with pytest.raises(ShapeError, match="dtype"):
-        attend(out, q, k, v, k_cache.astype(np.float64), v_cache.astype(np.float64), 0, 0.125, 0, probs)
-    with pytest.raises(ShapeError, match="contiguous"):
-        wide = np.zeros((T, H, 2 * hd), np.float32)
-        attend(out, wide[:, :, ::2], k, v, k_cache, v_cache, 0, 0.125, 0, probs)
+    f32_err = np.abs(results["f32"] - ref).max()
+    f16_err = np.abs(results["f16"] - ref).max()
+    assert f32_err < F32_ATOL < f16_err
 
 
 def test_kv_cache_types():

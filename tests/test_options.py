@@ -138,7 +138,7 @@ def test_f32_kv_cache_generates_like_f16(smollm2_fused):
     assert m.generate(PROMPT, max_tokens=8).tokens == smollm2_fused.generate(PROMPT, max_tokens=8).tokens
 
 
-# The seed tool's counting: every linear layer by its own shape (GPT-2's c_attn as three
+# rustml's counting: every linear layer by its own shape (GPT-2's c_attn as three
 # d x d projections), the lm_head included. Expected counts worked out from the configs.
 TINY_GPT2 = {0: 13, 576: 1, 768: 1, 1024: 1, 10**6: 0}  # d 64, d_ff 256, vocab 1257, 2 layers
 SMOLLM2_F32 = {0: 211, 576: 211, 768: 91, 1024: 91, 10**6: 0}  # 30 x (q, k, v, o, gate, up, down) + head

@@ -296,8 +296,8 @@ def test_traced_and_untraced_greedy_tokens_agree(runs):
 
 
 @pytest.mark.slow
-def test_untraced_forward_opens_no_op_spans(runs):
-    # nn code must not even build an op span's attributes when nobody records ops
+def test_untraced_forward_opens_no_spans_and_reads_no_clock(runs):
+    # untraced, the compiled step gets an empty marks array: no span, no cycle-counter read
     from workbench.trace import NullTracer
 
     class Counting(NullTracer):
@@ -311,8 +311,9 @@ def test_untraced_forward_opens_no_op_spans(runs):
     model = runs[0]
     counting = Counting()
     model.reset()
+    model.state.marks[:] = 0
     model.net.forward(np.array([1, 2], np.int64), model.state, counting)
-    assert "op" not in counting.kinds and counting.kinds.count("layer") == model.config.n_layers
+    assert counting.kinds == [] and not model.state.marks.any()
 
 
 @pytest.mark.slow
@@ -351,19 +352,20 @@ def test_children_never_exceed_parent_on_model_trace(runs):
 
 @pytest.mark.slow
 def test_step_children_cover_the_step(runs):
-    # Every line of a step is inside a child span (residual adds included); what is left
-    # is Python between spans. The median over steps keeps one preempted gap from failing it.
+    # Every op of a step is inside a child span (residual adds included); what is left is
+    # the Python call into the compiled step (~1% on a quiet machine). The median over
+    # steps, and a bound well below that, keep a preempted call on a busy machine from failing it.
     t = runs[3]
     kids = defaultdict(float)
     for s in t.spans:
         if s.parent >= 0:
             kids[s.parent] += s.seconds
     steps = [kids[i] / t.spans[i].seconds for i in _steps(t)]
-    assert float(np.median(steps)) > 0.97, steps
+    assert float(np.median(steps)) > 0.9, steps
     layers = [kids[i] / s.seconds for i, s in enumerate(t.spans) if s.kind == "layer"]
-    assert float(np.median(layers)) > 0.97
+    assert min(layers) > 0.999  # the ops of a layer tile it: one timestamp ends one and starts the next
     blocks = [kids[i] / s.seconds for i, s in enumerate(t.spans) if s.name in ("attn", "ffn") and s.kind == "block"]
-    assert float(np.median(blocks)) > 0.7  # op-level spans cost ~2 us each, outside their own timers
+    assert min(blocks) > 0.999
 
 
 @pytest.mark.slow

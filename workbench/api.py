@@ -9,10 +9,12 @@ without reloading. `load_report` says what the load did (quantized, fused, sizes
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from workbench import models
 from workbench.engine.evaluate import Scores, teacher_forced
@@ -25,6 +27,7 @@ from workbench.formats.catalog import DEFAULT_MODEL, resolve
 from workbench.formats.gguf import GGUFFile
 from workbench.formats.hf import HFDirectory
 from workbench.formats.tokenizer import Tokenizer
+from workbench.kernels import cache as compiled_cache
 from workbench.kernels.jit import max_threads, set_threads
 from workbench.trace import current as current_tracer
 
@@ -56,17 +59,30 @@ class Model:
         self.load_report = self.net.load_report
         self.load_report.kv_cache_bytes = self.state.cache.nbytes
         self.load_report.kv_type = self.state.cache.kv_type
+        self.load_report.kernels = self.net.products.kernel_names()
         self._warm_up()
 
     def _warm_up(self) -> None:
-        """Run a 2-token prefill and a decode step once, then forget them: numba loads (or
-        compiles) the batched and the one-token kernels and every weight page is touched,
-        so the first timed generation measures inference, not start-up."""
+        """Run a 2-token prefill and a decode step once, at the session's thread count and
+        KV cache type, then forget them: numba loads the model's compiled step and every
+        kernel it calls (or compiles them: the first run on this CPU, announced with a
+        progress bar and timed in the load report), and every weight page is touched, so
+        the first timed generation measures inference, not start-up. Traced runs call the
+        same compiled step, so they compile nothing more."""
         if self.n_ctx < 3:
             return
         set_threads(self.threads)
-        self.net.forward(np.zeros(2, dtype=np.int64), self.state)
-        self.net.forward(np.zeros(1, dtype=np.int64), self.state)
+        arch = type(self.net).__module__.rsplit(".", 1)[-1]
+        compiling = not compiled_cache.has_compiled(arch, "step")
+        t0 = time.perf_counter()
+        desc = f"Compiling {arch} for this CPU ({compiled_cache.cpu_name()}, first run)"
+        with tqdm(total=2, desc=desc, disable=not compiling, leave=False, unit="step") as bar:
+            self.net.forward(np.zeros(2, dtype=np.int64), self.state)
+            bar.update()
+            self.net.forward(np.zeros(1, dtype=np.int64), self.state)
+            bar.update()
+        self.load_report.warm_up_seconds = time.perf_counter() - t0
+        self.load_report.compiled = str(compiled_cache.directory()) if compiling else ""
         self.reset()
 
     @property

@@ -13,6 +13,7 @@ Load options: --threads N, --ctx N, --profile {baseline,optimized,aggressive},
 (smollm2-135m:q4_0), a GGUF file, an HF directory or an HF repo id.
     workbench bench SOURCE... [-p 32] [-n 64] [-t 1,2] [-r 5] [--peer llamacpp] [--md|--json|--csv]
     workbench bench --membw [--refresh] [--json]
+    workbench cache info|clear [--all] [--json]
 
 Bad input (a missing file, a bad value) prints one line on stderr and exits with 2;
 this is the only place in workbench that prints.
@@ -74,7 +75,11 @@ def _load(args):
 
     given = {k: getattr(args, k) for k in ("threads", "quant_threshold", "quant_type", "quantize_lm_head",
                                            "requantize", "fuse", "kv_type") if hasattr(args, k)}
-    return workbench.load(args.source, n_ctx=args.ctx, profile=args.profile, **given)
+    model = workbench.load(args.source, n_ctx=args.ctx, profile=args.profile, **given)
+    if model.load_report.compiled:  # the first run on this CPU: say where the seconds went
+        print(f"workbench: compiled for this CPU in {model.load_report.warm_up_seconds:.1f} s "
+              f"(first run; cached in {model.load_report.compiled})", file=sys.stderr)
+    return model
 
 
 def _print_load_report(model) -> None:
@@ -146,7 +151,31 @@ def _parser() -> argparse.ArgumentParser:
     out.add_argument("--csv", action="store_true", help="CSV, one record a row")
     b.add_argument("--membw", action="store_true", help="STREAM-style memory bandwidth (read, copy, triad)")
     b.add_argument("--refresh", action="store_true", help="with --membw: measure again instead of reading the cache")
+
+    k = sub.add_parser("cache", help="where numba's compiled code for workbench lives: info, or clear it")
+    k.add_argument("action", choices=["info", "clear"])
+    k.add_argument("--all", action="store_true", help="clear: also this version's code (recompiled on next use)")
+    k.add_argument("--json", action="store_true")
     return p
+
+
+def _cache(args) -> int:
+    from workbench.kernels import cache
+
+    if args.action == "clear":
+        removed = cache.clear(everything=args.all)
+        print(json.dumps({"removed": removed}) if args.json else
+              "\n".join(f"removed {p}" for p in removed) or "nothing to remove")
+        return 0
+    info = cache.info()
+    if args.json:
+        print(json.dumps(info))
+    else:
+        print(f"directory    {info['directory']}{'  (NUMBA_CACHE_DIR)' if info['user_set'] else ''}")
+        print(f"entries      {info['index_files']} compiled functions, {info['data_files']} compiled versions")
+        print(f"size         {info['bytes'] / 2**20:.1f} MiB")
+        print(f"stale keys   {len(info['other_keys'])} (workbench cache clear removes them)")
+    return 0
 
 
 def _generate(args) -> int:
@@ -284,7 +313,8 @@ def _trace(args) -> int:
     # Untraced warm-up: the first call of each kernel loads it from numba's cache, which
     # is not what a trace should show.
     model.generate(args.prompt, max_tokens=2, chat=args.chat)
-    meta = {"model": str(model.path), "threads": model.threads, "prompt": args.prompt, "max_tokens": args.max_tokens}
+    meta = {"model": str(model.path), "threads": model.threads, "prompt": args.prompt, "max_tokens": args.max_tokens,
+            "kernels": model.load_report.kernels}
     gbps = None
     if not args.no_roofline and args.level == "op":
         from workbench.machine import cache_path
@@ -420,7 +450,8 @@ def _bench_csv(records) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"generate": _generate, "inspect": _inspect, "trace": _trace, "bench": _bench, "convert": _convert}
+        commands = {"generate": _generate, "inspect": _inspect, "trace": _trace, "bench": _bench, "convert": _convert,
+                    "cache": _cache}
         return commands[args.command](args)
     except WorkbenchError as e:
         print(f"workbench: error: {e}", file=sys.stderr)

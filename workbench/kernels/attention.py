@@ -15,9 +15,11 @@ the float32 reciprocal. Following that order keeps greedy tokens equal to llama.
 caller's scratch `probs` has a row of n_pos + head_dim floats per query head: scores and
 probabilities, then the query rounded to half (`KVCache.scratch`).
 
-`attention_f16kv` stores the new k/v rows at `pos0..pos0+T-1` and attends every query
-row in one crossing from Python; op-level traces run the same phases as four kernels
-(`store_kv`, `attn_scores`, `attn_softmax`, `attn_values`) so each gets its own span.
+`store_kv` writes the new k/v rows at `pos0..pos0+T-1`; `attend_f16kv_parallel` then
+attends every query row (one parallel region over rows x heads). A compiled step calls
+the two one after the other, so a trace times the KV write and the attention apart;
+`attention_f16kv` does both in one call. The three phases also exist as separate kernels
+(`attn_scores`, `attn_softmax`, `attn_values`), for notebooks that time them apart.
 """
 
 import numpy as np
@@ -123,20 +125,28 @@ def _weighted_values(out, p, values, first, hi, batched):
         out[d] = _dot_f16(values[d, first:hi], p[first:hi], hi - first, batched)
 
 
-def _attention(out, q, k_new, v_new, k_cache, v_cache, pos0, scale, window, probs, f16):
-    # q (T, H, hd), k_new/v_new (T, Hkv, hd) f32; k_cache (Hkv, n_pos, hd) and v_cache
-    # (Hkv, hd, n_pos) uint16 half bits; probs (T*H, n_pos) f32 scratch;
-    # out (T, H, hd). window 0 = full attention.
+def _attend(out, q, k_cache, v_cache, pos0, scale, window, probs, f16):
+    # q (T, H, hd) f32 at positions pos0..; k_cache (Hkv, n_pos, hd) and v_cache
+    # (Hkv, hd, n_pos) uint16 half bits, already holding this step's rows; probs
+    # (T*H, n_pos + hd) f32 scratch; out (T, H, hd). window 0 = full attention.
     T, H, hd = q.shape
-    group = H // k_new.shape[1]
+    group = H // k_cache.shape[0]
     batched = T > 1
-    _store(k_cache, v_cache, k_new, v_new, pos0)
     for th in prange(T * H):
         t, h, start, n_keys = _row(th, H, pos0, window)
         p = probs[th]
         _scores(p, q[t, h], k_cache[h // group], start, n_keys, scale, batched, f16)
         first, hi = _softmax(p, start, n_keys, batched, f16)
         _weighted_values(out[t, h], p, v_cache[h // group], first, hi, batched)
+
+
+attend_f16kv_parallel = njit_parallel(_attend)
+
+
+def _attention(out, q, k_new, v_new, k_cache, v_cache, pos0, scale, window, probs, f16):
+    # `_attend` after storing k_new/v_new (T, Hkv, hd) f32 at positions pos0..
+    _store(k_cache, v_cache, k_new, v_new, pos0)
+    attend_f16kv_parallel(out, q, k_cache, v_cache, pos0, scale, window, probs, f16)
 
 
 # The same three phases as separate parallel kernels, for op-level traces (one span each).

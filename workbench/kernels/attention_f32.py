@@ -21,10 +21,10 @@ Arithmetic, per query row (nothing is rounded to half):
 Decode and prefill use the same order, so a row's result does not depend on how many
 tokens came with it.
 
-`attention_f32kv` stores the new k/v rows at `pos0..pos0+T-1` and attends every query
-row in one crossing from Python; op-level traces run the same phases as four kernels
-(`store_kv_f32`, `attn_scores_f32`, `attn_softmax_f32`, `attn_values_f32`), same bits.
-Contiguity and shapes are checked by `nn.attention.attend`; the dots read raw rows.
+`store_kv_f32` writes the new k/v rows at `pos0..pos0+T-1` and `attend_f32kv_parallel`
+attends every query row; `attention_f32kv` does both. The phases also exist as separate
+kernels (`attn_scores_f32`, `attn_softmax_f32`, `attn_values_f32`), same bits. The
+caller's buffers are C-contiguous by construction (`nn.state`); the dots read raw rows.
 """
 
 import numpy as np
@@ -90,19 +90,27 @@ def _weighted_values(out, p, values, start, n_keys):
         out[d] = _dot(values[d], start, p, start, n_keys - start)
 
 
-def _attention(out, q, k_new, v_new, k_cache, v_cache, pos0, scale, window, probs):
-    # q (T, H, hd), k_new/v_new (T, Hkv, hd) f32; k_cache (Hkv, n_pos, hd) and v_cache
-    # (Hkv, hd, n_pos) f32; probs (T*H, n_pos) f32 scratch; out (T, H, hd).
-    # window 0 = full attention.
+def _attend(out, q, k_cache, v_cache, pos0, scale, window, probs):
+    # q (T, H, hd) at positions pos0..; k_cache (Hkv, n_pos, hd) and v_cache
+    # (Hkv, hd, n_pos) f32, already holding this step's rows; probs (T*H, n_pos) f32
+    # scratch; out (T, H, hd). window 0 = full attention.
     T, H, hd = q.shape
-    group = H // k_new.shape[1]
-    _store(k_cache, v_cache, k_new, v_new, pos0)
+    group = H // k_cache.shape[0]
     for th in prange(T * H):
         t, h, start, n_keys = _row(th, H, pos0, window)
         p = probs[th]
         _scores(p, q[t, h], k_cache[h // group], start, n_keys, scale)
         _softmax(p, start, n_keys)
         _weighted_values(out[t, h], p, v_cache[h // group], start, n_keys)
+
+
+attend_f32kv_parallel = njit_parallel(_attend)
+
+
+def _attention(out, q, k_new, v_new, k_cache, v_cache, pos0, scale, window, probs):
+    # `_attend` after storing k_new/v_new (T, Hkv, hd) f32 at positions pos0..
+    _store(k_cache, v_cache, k_new, v_new, pos0)
+    attend_f32kv_parallel(out, q, k_cache, v_cache, pos0, scale, window, probs)
 
 
 # The same three phases as separate parallel kernels, for op-level traces (one span each).

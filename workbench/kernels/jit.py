@@ -1,7 +1,8 @@
 """Numba options from one place.
 
-Every kernel module compiles through `njit_serial` / `njit_parallel` so that caching,
-fastmath and the threading layer are decided here and nowhere else. The threading
+Every kernel module compiles through `njit_serial` / `njit_parallel` so that caching
+(and where the cache lives: `kernels.cache`), fastmath and the threading layer are
+decided here and nowhere else. The threading
 layer is named explicitly: with `tbb` installed numba would otherwise pick it, and a
 parallel region costs least under `omp` on this kind of machine (see DESIGN.md).
 """
@@ -10,8 +11,13 @@ import types
 
 import numba
 
+from workbench.kernels.cache import configure
+
 # Must be set before the first parallel kernel is compiled or run.
 numba.config.THREADING_LAYER = "omp"
+# Must be set before the first cached function is defined: numba picks a function's
+# cache directory when it is decorated (see kernels.cache).
+CACHE_DIR = configure()
 
 # fastmath stays off: reductions must keep a fixed, llama.cpp-like order so that greedy
 # tokens are reproducible; the integer dot products need no reassociation to vectorize.
@@ -34,6 +40,12 @@ def njit_parallel(fn):
                               fn.__closure__)
     twin.__qualname__, twin.__module__, twin.__doc__ = fn.__qualname__ + "_parallel", fn.__module__, fn.__doc__
     return numba.njit(parallel=True, **_OPTIONS)(twin)
+
+
+def njit_uncached(fn):
+    """Compile `fn` without caching: for code that calls kernels defined elsewhere at run
+    time (a notebook's), which numba's on-disk cache cannot key safely."""
+    return numba.njit(nogil=True, error_model="numpy")(fn)
 
 
 def set_threads(n: int) -> None:

@@ -1,7 +1,7 @@
 """Normalization kernels: RMSNorm (Llama, Gemma) and LayerNorm (GPT-2).
 
-Each writes into `out` and trusts its caller (`workbench.nn.norms`) to have checked
-shapes. As in ggml, each square is rounded to float32 and then summed in float64, so
+Each writes into `out` and trusts its caller (a model's compiled step, over buffers
+`nn.state` sized at load) for shapes. As in ggml, each square is rounded to float32 and then summed in float64, so
 that the normalized values round the same way as llama.cpp's.
 """
 

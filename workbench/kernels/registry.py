@@ -15,12 +15,14 @@ from workbench.errors import ParameterError, UnsupportedError
 
 _VARIANTS: dict[tuple[str, str], dict[str, Callable]] = {}
 _DEFAULTS: dict[tuple[str, str], str] = {}
+_VERSION = [0]  # bumped by every change, so that callers caching a choice know it is stale
 
 
 def register(op: str, fmt: str, name: str, fn: Callable, default: bool = False) -> Callable:
     """Add variant `name` of `op` for weight format `fmt`; the first one (or one registered
     with default=True) becomes the default. Re-registering a name replaces it. Returns fn."""
     key = (op, fmt)
+    _VERSION[0] += 1
     _VARIANTS.setdefault(key, {})[name] = fn
     if default or key not in _DEFAULTS:
         _DEFAULTS[key] = name
@@ -63,6 +65,12 @@ def set_default(op: str, fmt: str, name: str) -> None:
     if name not in variants(op, fmt):
         raise ParameterError(f"{op}/{fmt} has no variant {name!r}; have {list(variants(op, fmt))}")
     _DEFAULTS[(op, fmt)] = name
+    _VERSION[0] += 1
+
+
+def version() -> int:
+    """A number that changes whenever a variant is registered or a default is set."""
+    return _VERSION[0]
 
 
 def formats(op: str) -> list[str]:

@@ -12,109 +12,152 @@ final LayerNorm and the lm_head (tied to the token embeddings unless the file ha
 HF stores every GPT-2 projection as a Conv1D, (in, out): `formats.hf` transposes them at
 load, so the weights here are (out, in) like every other model's. Positions are limited
 to the model's `n_positions` (its context length): `models.build` caps n_ctx to it.
+
+`step` is that forward, compiled: every prompt chunk and every decode token is one call
+into it, traced or not (`nn.step`). `plan` lists the ops it marks, in order, for traces.
 """
 
 from __future__ import annotations
 
 import math
+from collections import namedtuple
+from types import SimpleNamespace
 
 import numpy as np
 
-from workbench.kernels.activations import gelu_tanh_f32, gelu_tanh_f32_parallel
+from workbench.errors import FormatError
+from workbench.kernels.clock import mark
+from workbench.kernels.dispatch import get_rows_into
+from workbench.kernels.jit import njit_serial
 from workbench.models.config import ModelConfig
-from workbench.nn.attention import attend
-from workbench.nn.elementwise import act, residual_add
-from workbench.nn.norms import LayerNorm
+from workbench.nn import costs
 from workbench.nn.state import DecoderState
+from workbench.nn.step import (ATTN_OUTPUT, FFN_IN, FFN_OUT, QKV, OpPlan, Products, add_, attend, embedding_code,
+                               gelu, kernel_array, layernorm, linear, lm_head, run, store_kv_at, views)
 from workbench.trace import NULL_TRACER
 
+GPT2Weights = namedtuple("GPT2Weights", "embd embd_fmt pos_embd pos_fmt positions p norms out_norm eps scale "
+                                        "n_heads head_dim d_model d_ff")
 
-class GPT2Layer:
-    __slots__ = ("attn_norm", "qkv", "attn_output", "ffn_norm", "ffn_up", "ffn_down")
 
-    def __init__(self, ld, cfg: ModelConfig, i: int):
-        d, d_ff, eps = cfg.d_model, cfg.d_ff, cfg.norm_eps
-        blk = f"blk.{i}."
-
-        def norm(name: str) -> LayerNorm:
-            return LayerNorm(ld.vector(blk + name + ".weight", d), ld.vector(blk + name + ".bias", d), eps, name)
-
-        def linear(name: str, rows: int, cols: int):
-            return ld.linear(blk + name + ".weight", rows, cols, name, bias=blk + name + ".bias")
-
-        self.attn_norm = norm("attn_norm")
-        # c_attn, stored fused: the loader splits it so that the quantization rule sees
-        # three d x d projections, as the seed tool counts them
-        self.qkv = ld.split(blk + "attn_qkv.weight", [d, d, d], d, "qkv", ["q", "k", "v"], bias=blk + "attn_qkv.bias")
-        self.attn_output = linear("attn_output", d, d)  # attn.c_proj
-        self.ffn_norm = norm("ffn_norm")
-        self.ffn_up = linear("ffn_up", d_ff, d)  # mlp.c_fc
-        self.ffn_down = linear("ffn_down", d, d_ff)  # mlp.c_proj
+@njit_serial
+def step(ids, pos, w, b, marks):
+    """Tokens ids (T,) at positions pos.. through the model; logits of the last in
+    b.logits. w: GPT2Weights (norms (layers, 2, 2, d): attn/ffn LayerNorm weight, bias);
+    b: `nn.step.Buffers`; marks: cycle counts after each op of `GPT2.plan` (empty:
+    untraced). Returns the number of marks taken."""
+    T, H, hd, d, d_ff = ids.shape[0], w.n_heads, w.head_dim, w.d_model, w.d_ff
+    x, xn, proj, att, q, k, v, hidden, _ = views(b, T, d, H, H, hd, d_ff)  # hidden: c_fc's output
+    m = mark(marks, 0)
+    get_rows_into(w.embd_fmt, x, w.embd, ids)
+    m = mark(marks, m)
+    get_rows_into(w.pos_fmt, proj, w.pos_embd, w.positions[pos : pos + T])
+    m = mark(marks, m)
+    add_(x, proj)
+    m = mark(marks, m)
+    for i in range(w.norms.shape[0]):
+        layernorm(xn, x, w.norms[i, 0, 0], w.norms[i, 0, 1], w.eps)
+        m = mark(marks, m)
+        m = linear(w.p, QKV, i, b.fused, xn, b, marks, m)
+        store_kv_at(b, i, k, v, pos)
+        m = mark(marks, m)
+        attend(b, i, att.reshape((T, H, hd)), q, pos, w.scale, 0)
+        m = mark(marks, m)
+        m = linear(w.p, ATTN_OUTPUT, i, b.proj, att, b, marks, m)
+        add_(x, proj)
+        m = mark(marks, m)
+        layernorm(xn, x, w.norms[i, 1, 0], w.norms[i, 1, 1], w.eps)
+        m = mark(marks, m)
+        m = linear(w.p, FFN_IN, i, b.fused, xn, b, marks, m)
+        gelu(hidden, hidden)  # in place; ~8 flops and a tanh per value
+        m = mark(marks, m)
+        m = linear(w.p, FFN_OUT, i, b.proj, hidden, b, marks, m)
+        add_(x, proj)
+        m = mark(marks, m)
+    layernorm(xn[:1], x[T - 1 :], w.out_norm[0], w.out_norm[1], w.eps)  # the last position only
+    m = mark(marks, m)
+    lm_head(w.p, b.logits, xn[:1], b)
+    return mark(marks, m)
 
 
 class GPT2:
     def __init__(self, ld, cfg: ModelConfig, n_ctx: int):
         """ld: a `nn.loader.WeightLoader` over the model's tensors (GGUF names)."""
-        d = cfg.d_model
+        d, d_ff = cfg.d_model, cfg.d_ff
         assert cfg.n_kv_heads == cfg.n_heads and cfg.n_heads * cfg.head_dim == d  # from_hf guarantees it
         assert n_ctx <= cfg.context_length  # models.build caps it: positions past n_positions have no embedding
+        if not cfg.norm_eps > 0:
+            raise FormatError(f"{ld.path}: LayerNorm epsilon must be positive, got {cfg.norm_eps}")
         self.config = cfg
         self.n_ctx = n_ctx  # the longest session this instance serves
         self.token_embd = ld.embedding("token_embd.weight", cfg.vocab_size, d)
         self.position_embd = ld.embedding("position_embd.weight", cfg.context_length, d, op="position_embd")
-        self.layers = [GPT2Layer(ld, cfg, i) for i in range(cfg.n_layers)]
-        self.output_norm = LayerNorm(ld.vector("output_norm.weight", d), ld.vector("output_norm.bias", d),
-                                     cfg.norm_eps, "output_norm")
+
+        def norm(name: str) -> np.ndarray:  # (2, d): weight, bias
+            return np.stack([ld.vector(name + ".weight", d), ld.vector(name + ".bias", d)]).astype(np.float32)
+
+        def lin(blk: str, name: str, rows: int, cols: int):
+            return ld.linear(blk + name + ".weight", rows, cols, name, bias=blk + name + ".bias")
+
+        self.layers = []
+        for i in range(cfg.n_layers):
+            blk = f"blk.{i}."
+            self.layers.append(SimpleNamespace(
+                attn_norm=norm(blk + "attn_norm"),
+                # c_attn, stored fused: the loader splits it so that the quantization rule sees
+                # three d x d projections, as rustml counts them
+                qkv=ld.split(blk + "attn_qkv.weight", [d, d, d], d, "qkv", ["q", "k", "v"], bias=blk + "attn_qkv.bias"),
+                attn_output=lin(blk, "attn_output", d, d),  # attn.c_proj
+                ffn_norm=norm(blk + "ffn_norm"),
+                ffn_up=lin(blk, "ffn_up", d_ff, d),  # mlp.c_fc
+                ffn_down=lin(blk, "ffn_down", d, d_ff),  # mlp.c_proj
+            ))
+        self.output_norm = norm("output_norm")
         if cfg.tied_embeddings:  # GPT-2's lm_head is wte (HF saves no lm_head.weight)
             self.output = ld.tied_head(self.token_embd)
         else:
             self.output = ld.linear("output.weight", cfg.vocab_size, d, "output", lm_head=True)
-        self.positions = np.arange(n_ctx, dtype=np.int64)  # ids of the position embedding rows
-        self.scale = 1.0 / math.sqrt(cfg.head_dim)
-        self.layer_names = [f"layer[{i}]" for i in range(cfg.n_layers)]  # span names, made once
+        self.products = Products([(l.qkv, l.attn_output, l.ffn_up, l.ffn_down) for l in self.layers], self.output)
+        self._weights = dict(
+            embd=kernel_array(self.token_embd.w), embd_fmt=embedding_code(self.token_embd),
+            pos_embd=kernel_array(self.position_embd.w), pos_fmt=embedding_code(self.position_embd),
+            positions=np.arange(n_ctx, dtype=np.int64),  # ids of the position embedding rows
+            norms=np.stack([[l.attn_norm, l.ffn_norm] for l in self.layers]), out_norm=self.output_norm,
+            eps=np.float32(cfg.norm_eps), scale=np.float32(1.0 / math.sqrt(cfg.head_dim)),
+            n_heads=cfg.n_heads, head_dim=cfg.head_dim, d_model=d, d_ff=d_ff)
+        self.plan = self._plan()
+
+    def weights(self) -> GPT2Weights:
+        """What `step` reads, with the kernels the registry names now."""
+        return GPT2Weights(p=self.products.record(), **self._weights)
+
+    def _plan(self) -> OpPlan:
+        cfg, plan = self.config, OpPlan()
+        d, hd, H = cfg.d_model, cfg.head_dim, cfg.n_heads
+        plan.add("embedding_lookup", ("embedding",), -1, costs.lookup(self.token_embd, d))
+        plan.add("position_embd", ("embedding",), -1, costs.lookup(self.position_embd, d))
+        plan.add("position_add", ("embedding",), -1, costs.elementwise(d, 3, 1))
+        for i in range(cfg.n_layers):
+            attn, ffn = (f"layer[{i}]", "attn"), (f"layer[{i}]", "ffn")
+            plan.add("attn_norm", attn, i, costs.norm(d, 8 * d, 7))
+            plan.linears(attn, i, self.products, QKV)
+            plan.add("kv_cache", attn, i, costs.kv_write(H, hd))
+            plan.add("attention", attn, i, costs.attention(H, H, hd, 0))
+            plan.linears(attn, i, self.products, ATTN_OUTPUT)
+            plan.add("residual", attn, i, costs.elementwise(d, 3, 1))
+            plan.add("ffn_norm", ffn, i, costs.norm(d, 8 * d, 7))
+            plan.linears(ffn, i, self.products, FFN_IN)
+            plan.add("ffn_act", ffn, i, costs.elementwise(cfg.d_ff, 2, 8))
+            plan.linears(ffn, i, self.products, FFN_OUT)
+            plan.add("residual", ffn, i, costs.elementwise(d, 3, 1))
+        plan.add("output_norm", ("output_norm",), -1, costs.norm(d, 8 * d, 7, last=True))
+        plan.add("output", ("lm_head",), -1, costs.linear(self.output, last=True))
+        return plan
 
     def new_state(self, n_batch: int = 512, kv_type: str = "f16") -> DecoderState:
-        """A session of n_ctx positions taking up to `n_batch` tokens per forward (512,
-        llama.cpp's default batch). The FFN hidden (T, d_ff) lives in its `gate` buffer.
-        `kv_type` "f32" keeps the KV cache (and attention) in float32, as transformers:
-        the f16 default, llama.cpp's, moves logits by ~4e-3 (see KVCache)."""
+        """A session (`nn.state.DecoderState`): n_ctx positions, up to n_batch tokens a forward."""
         return DecoderState(self.config, self.n_ctx, n_batch, kv_type)
 
     def forward(self, ids: np.ndarray, state: DecoderState, tracer=NULL_TRACER) -> np.ndarray:
         """Run tokens `ids` (T,) at the next free cache positions; logits (vocab,) of the last."""
-        cfg, cache = self.config, state.cache
-        T = len(ids)
-        pos0 = state.begin(T)
-        d, H, hd = cfg.d_model, cfg.n_heads, cfg.head_dim
-        x, xn, proj = state.x[:T], state.xn[:T], state.proj[:T]
-        q, k, v, att = state.q[:T], state.k[:T], state.v[:T], state.att[:T]
-        hidden = state.gate[:T]  # (T, d_ff)
-        q3, k3, v3 = q.reshape(T, H, hd), k.reshape(T, H, hd), v.reshape(T, H, hd)
-        att3 = att.reshape(T, H, hd)
-        gelu = gelu_tanh_f32 if T == 1 else gelu_tanh_f32_parallel
-
-        with tracer.span("embedding"):
-            self.token_embd(x, ids, tracer)
-            self.position_embd(proj, self.positions[pos0 : pos0 + T], tracer)
-            residual_add(x, proj, tracer, "position_add")
-        for i, layer in enumerate(self.layers):
-            with tracer.span(self.layer_names[i], kind="layer", layer=i):
-                with tracer.span("attn"):
-                    layer.attn_norm(xn, x, tracer)
-                    layer.qkv((q, k, v), xn, state.fused, tracer)
-                    attend(att3, q3, k3, v3, cache.k[i], cache.v[i], pos0, self.scale, 0, state.probs, tracer)
-                    layer.attn_output(proj, att, tracer)
-                    residual_add(x, proj, tracer)
-                with tracer.span("ffn"):
-                    layer.ffn_norm(xn, x, tracer)
-                    layer.ffn_up(hidden, xn, tracer)
-                    act(gelu, hidden, hidden, 8, tracer)  # in place; ~8 flops and a tanh per value
-                    layer.ffn_down(proj, hidden, tracer)
-                    residual_add(x, proj, tracer)
-        cache.n_used = pos0 + T
-        last = xn[:1]
-        with tracer.span("output_norm"):
-            self.output_norm(last, x[T - 1 : T], tracer)
-        with tracer.span("lm_head"):
-            self.output(state.logits, last, tracer)
-        return state.logits[0]
+        return run(self.products.specialize(step), self.weights(), self.plan, ids, state, tracer)[0]

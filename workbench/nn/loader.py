@@ -3,7 +3,7 @@
 Models ask a `WeightLoader` for `linear`, `group` (Q/K/V, gate+up), `embedding`,
 `tied_head` and `vector` by GGUF tensor name; the loader applies the quantization rule
 and fusion (`WeightOptions`) once here, so model code never sees a format. What it did
-is counted in a `LoadReport`, whose lines read like the seed tool's
+is counted in a `LoadReport`, whose lines read like rustml's
 (`Quantized 73 linear layers F32 -> Q8_0`, `Fused 12 QKV projection triples`, ...).
 Quantizing a float model takes seconds: a tqdm bar shows it (hidden when not a tty).
 """
@@ -39,6 +39,9 @@ class LoadReport:
     weight_bytes: int = 0  # bytes of the prepared weights the kernels read
     kv_cache_bytes: int = 0  # filled in by the session that allocates it
     kv_type: str = "f16"  # the session's KV cache type ("f16" or "f32")
+    kernels: dict = field(default_factory=dict)  # weight format -> the matvec variant its products run
+    warm_up_seconds: float = 0.0  # the load's first prefill and decode step (filled in by the session)
+    compiled: str = ""  # where code was compiled into when the warm-up had to compile, else ""
 
     @property
     def n_quantized(self) -> int:
@@ -56,6 +59,10 @@ class LoadReport:
         out.append(f"Weights {self.weight_bytes / 2**20:.1f} MiB")
         if self.kv_cache_bytes:
             out.append(f"KV cache {self.kv_cache_bytes / 2**20:.1f} MiB ({self.kv_type})")
+        if self.kernels:
+            out.append("Kernels: " + ", ".join(f"{fmt} {name}" for fmt, name in sorted(self.kernels.items())))
+        if self.compiled:
+            out.append(f"Compiled for this CPU in {self.warm_up_seconds:.1f} s (first run; cached in {self.compiled})")
         return out
 
 

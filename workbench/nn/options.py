@@ -1,6 +1,6 @@
 """How weights are prepared at load: quantization threshold and type, fusion.
 
-The seed tool's rule: a float linear layer is quantized when its larger dimension is at
+rustml's rule: a float linear layer is quantized when its larger dimension is at
 or above `quant_threshold` (max(in, out) >= threshold; None turns load-time quantization
 off). The lm_head follows the same rule unless `quantize_lm_head` says otherwise (True:
 always, False: never). Weights a GGUF file already stores quantized keep their format

@@ -1,8 +1,11 @@
 """The run state of a decoder: KV cache and activation buffers, allocated once per session.
 
-Llama and Gemma 3 write the same buffers (llama2.c's RunState); each forward takes views
-of their first T rows. `begin(T)` checks that T tokens fit the batch and the context
-before any kernel runs, and returns the first free position.
+Every architecture writes the same buffers (llama2.c's RunState), handed to its compiled
+step as one `nn.step.Buffers` record: flat float32 arrays that the step views as
+(T, n) for the T tokens of a forward, the KV cache (of the session's cell type; the
+other type's pair is empty), the attention scratch and the quantized-activation scratch
+of the matvec kernels, all sized for `n_batch` tokens. `begin(T)` checks that T tokens
+fit the batch and the context before any kernel runs, and returns the first free position.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import numpy as np
 from workbench.errors import ParameterError
 from workbench.kernels.scratch import scratch
 from workbench.nn.kv_cache import KVCache
+from workbench.nn.step import Buffers
 
 
 class DecoderState:
@@ -20,23 +24,33 @@ class DecoderState:
         kv_type: the KV cache's precision, "f16" or "f32" (see KVCache)."""
         d, hd, H, Hkv = cfg.d_model, cfg.head_dim, cfg.n_heads, cfg.n_kv_heads
         self.n_batch = n_batch
-        self.cache = KVCache(cfg.n_layers, Hkv, n_ctx, hd, kv_type)
+        self.cache = cache = KVCache(cfg.n_layers, Hkv, n_ctx, hd, kv_type)
         f32 = np.float32
-        self.x = np.zeros((n_batch, d), f32)  # residual stream
-        self.xn = np.zeros((n_batch, d), f32)  # normed input of a block
-        self.q = np.zeros((n_batch, H * hd), f32)
-        self.k = np.zeros((n_batch, Hkv * hd), f32)
-        self.v = np.zeros((n_batch, Hkv * hd), f32)
-        self.att = np.zeros((n_batch, H * hd), f32)
-        self.proj = np.zeros((n_batch, d), f32)  # a block's output before its residual add
-        self.gate = np.zeros((n_batch, cfg.d_ff), f32)
-        self.up = np.zeros((n_batch, cfg.d_ff), f32)
-        # output of a fused Q/K/V or gate+up product, before it is split into the above
-        self.fused = np.zeros(n_batch * max((H + 2 * Hkv) * hd, 2 * cfg.d_ff), f32)  # flat: any (T, rows)
-        self.probs = self.cache.scratch(n_batch * H)  # attention scores, per query head
-        self.logits = np.zeros((1, cfg.vocab_size), f32)
-        # quantized activations of one token's products, for the compiled decode step (nn.compiled)
-        self.quant_scratch = scratch(max(d, H * hd, cfg.d_ff))
+        fused = n_batch * max((H + 2 * Hkv) * hd, 2 * cfg.d_ff)  # Q | K | V or gate | up, (T, rows) each
+        none16, none32 = np.zeros((cfg.n_layers, 0, 0, 0), np.uint16), np.zeros((cfg.n_layers, 0, 0, 0), f32)
+        f16_cache = cache.k.dtype == np.uint16
+        i8, i32, q32 = scratch(n_batch * max(d, H * hd, cfg.d_ff))  # quantized activations of x
+        self.buffers = Buffers(
+            x=np.zeros(n_batch * d, f32),  # residual stream
+            xn=np.zeros(n_batch * d, f32),  # normed input of a block
+            proj=np.zeros(n_batch * d, f32),  # a block's output before its residual add
+            att=np.zeros(n_batch * H * hd, f32),  # attention output, input of attn_output
+            fused=np.zeros(fused, f32),
+            wide=np.zeros(fused, f32),  # a fused product's (T, all rows) before its split (T > 1)
+            probs=cache.scratch(n_batch * H),  # attention scores, per query head
+            logits=np.zeros((1, cfg.vocab_size), f32),
+            i8=i8, i32=i32, f32=q32,
+            k16=cache.k if f16_cache else none16, v16=cache.v if f16_cache else none16,
+            k32=none32 if f16_cache else cache.k, v32=none32 if f16_cache else cache.v,
+        )
+
+        self.marks = np.zeros(0, np.int64)  # a traced step's cycle counts (`nn.step.run` sizes it)
+        self.entries: dict = {}  # compiled step -> its entry point for this session's types (`nn.step._call`)
+
+    @property
+    def logits(self) -> np.ndarray:
+        """(1, vocab): the logits of the last token of the last forward."""
+        return self.buffers.logits
 
     def begin(self, T: int) -> int:
         """The position of the first of T new tokens; ParameterError if they do not fit."""

@@ -1,4 +1,4 @@
-"""Perf lines through Python `logging`, in the seed tool's form.
+"""Perf lines through Python `logging`, in rustml's form.
 
     [perf] linear::forward [1, 576]->[576,1536] Q4_1 0.31ms 9.7GB/s blk.0.attn_q.weight
     [perf] transformer[0]::forward attn=0.21ms ffn=0.30ms
@@ -113,7 +113,7 @@ class LogTracer(Tracer):
         if self._records[index][1] != "step" and self._stack:
             return
         if self.log.isEnabledFor(logging.DEBUG):
-            for line in lines(self.spans, index):
+            for line in lines(self.spans, self.span_index(index)):
                 self.log.debug(line)
         self._truncate(index)  # nothing open refers past `index`: all of it has closed
 

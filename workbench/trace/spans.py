@@ -121,7 +121,7 @@ class Tracer:
         self._start: list[float] = []  # seconds since _t0
         self._seconds: list[float] = []
         self._stack: list[int] = []  # indices of the open spans, innermost last
-        self._cache: tuple = (-1, -1, [])  # (len(_records), len(_stack), spans): see `spans`
+        self._cache: tuple = (-1, -1, ([], []))  # (len(_records), len(_stack), (spans, where)): `_built`
         self._t0 = time.perf_counter()
         self._timer = _SpanTimer(self)
 
@@ -141,6 +141,9 @@ class Tracer:
     @property
     def spans(self) -> list[Span]:
         """Every span recorded so far, parents before children (open ones with 0 seconds)."""
+        return self._built()[0]
+
+    def _built(self) -> tuple[list[Span], list[int]]:
         # Opening a span adds a record, closing one pops the stack: between truncations the
         # two lengths together change whenever anything does.
         n, depth, cached = self._cache
@@ -149,10 +152,27 @@ class Tracer:
             self._cache = (len(self._records), len(self._stack), cached)
         return cached
 
+    def span_index(self, record: int) -> int:
+        """Where the span opened as record `record` sits in `spans`."""
+        return self._built()[1][record]
+
+    def defer(self, expand) -> None:
+        """Children of the innermost open span, made later: `expand()` returns them as
+        (name, kind, layer, parent, start, seconds, attrs) tuples, parent -1 for the open
+        span itself or an index into that list. A compiled step files its op timestamps
+        this way, so that the step pays for an array copy and not for hundreds of spans."""
+        self._records.append((None, "deferred", -1, self._stack[-1] if self._stack else -1, (), expand))
+        self._start.append(0.0)
+        self._seconds.append(0.0)
+
+    def now(self) -> float:
+        """Seconds since the tracer was created, on the clock its spans use."""
+        return _now() - self._t0
+
     def _truncate(self, index: int) -> None:
         """Forget span `index` and everything after it (all closed)."""
         del self._records[index:], self._start[index:], self._seconds[index:]
-        self._cache = (-1, -1, [])
+        self._cache = (-1, -1, ([], []))
 
     def _append(self, span: Span) -> None:
         """File a finished span as it is (Tracer.load)."""
@@ -162,6 +182,7 @@ class Tracer:
         self._seconds.append(span.seconds)
 
     def children(self, index: int) -> list[Span]:
+        """The spans whose parent is `spans[index]`."""
         return [s for s in self.spans if s.parent == index]
 
     def __repr__(self) -> str:
@@ -222,10 +243,13 @@ _KIND_LEVEL = {"root": 0, "step": 0, "layer": 1, "block": 1, "op": 2}
 NULL_TRACER = NullTracer()
 
 
-def _build(records, start, seconds) -> list[Span]:
-    """`Span`s from a tracer's records: paths, depths and inherited layers filled in."""
+def _build(records, start, seconds) -> tuple[list[Span], list[int]]:
+    """`Span`s from a tracer's records, with paths, depths and inherited layers filled in
+    and deferred records expanded; and where each record's span landed in that list."""
     out: list[Span] = []
-    for (name, kind, layer, parent, keys, *values), t0, dt in zip(records, start, seconds):
+    where: list[int] = []
+
+    def add(name, kind, layer, parent, t0, dt, attrs):
         if parent >= 0:
             up = out[parent]
             path, depth = f"{up.path}/{name}", up.depth + 1
@@ -233,5 +257,15 @@ def _build(records, start, seconds) -> list[Span]:
                 layer = up.layer
         else:
             path, depth = name, 0
-        out.append(Span(name, path, depth, parent, t0, dt, kind, layer, dict(zip(keys, values))))
-    return out
+        out.append(Span(name, path, depth, parent, t0, dt, kind, layer, attrs))
+
+    for (name, kind, layer, parent, keys, *values), t0, dt in zip(records, start, seconds):
+        up = where[parent] if parent >= 0 else -1
+        where.append(len(out))
+        if kind == "deferred":
+            base = len(out)
+            for c_name, c_kind, c_layer, c_parent, c_t0, c_dt, c_attrs in values[0]():
+                add(c_name, c_kind, c_layer, up if c_parent < 0 else base + c_parent, c_t0, c_dt, c_attrs)
+        else:
+            add(name, kind, layer, up, t0, dt, dict(zip(keys, values)))
+    return out, where

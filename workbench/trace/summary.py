@@ -1,4 +1,4 @@
-"""The per-step breakdown of a trace, in the seed tool's terms.
+"""The per-step breakdown of a trace, in rustml's terms.
 
 A step (`prefill` or `decode_step[i]`) splits into embedding, layers, the final norm,
 the projection to the vocabulary (lm_head) and sampling; each layer into attn and ffn.
