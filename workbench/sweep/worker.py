@@ -53,12 +53,15 @@ def failed(point: dict, error: str) -> dict:
     return {k: point.get(k) for k in PARAMS} | {"status": "failed", "error": error}
 
 
-def worker_cpu() -> dict:
-    """host, CPU name and flags of the machine this runs on (for `cpu_kind` placement)."""
+def worker_cpu(dask_worker) -> dict:
+    """host, CPU name and flags of the machine a worker runs on (for `cpu_kind`
+    placement); for `Client.run`, which passes the worker as `dask_worker`."""
+    from distributed.comm import get_address_host
+
     from workbench.machine import cpu_name
     from workbench.sweep.provenance import cpu_flags
 
-    return {"host": _worker_host(), "cpu": cpu_name(), "flags": cpu_flags()}
+    return {"host": get_address_host(dask_worker.address), "cpu": cpu_name(), "flags": cpu_flags()}
 
 
 def _worker_address() -> str | None:
@@ -68,12 +71,3 @@ def _worker_address() -> str | None:
         return get_worker().address
     except (ImportError, ValueError):
         return None
-
-
-def _worker_host() -> str | None:
-    address = _worker_address()
-    if address is None:
-        return None
-    from distributed.comm import get_address_host
-
-    return get_address_host(address)
