@@ -204,7 +204,11 @@ def _connect(client, scheduler, n_workers, resources):
 
 
 def _check_resources(client, resources) -> None:
-    workers = client.scheduler_info(n_workers=-1)["workers"].values()
+    try:
+        info = client.scheduler_info(n_workers=-1)  # newer distributed lists 5 workers unless asked for all
+    except TypeError:
+        info = client.scheduler_info()
+    workers = info["workers"].values()
     for name, amount in (resources or {}).items():
         if not any(w.get("resources", {}).get(name, 0) >= amount for w in workers):
             raise SweepError(f"no worker of the cluster offers the resource {name}={amount}: start workers with "
