@@ -6,7 +6,8 @@
   and any other the scheduler had already handed to that worker, must come back as
   failed records and every other one as ok; a resumed run must then run exactly the
   failed points and leave every finished record as it was.
-- `dask scheduler` and two `dask worker` processes, and the CLI with `--scheduler`.
+- `dask scheduler` and two `dask worker` processes: a sweep stopped after its first
+  point, resumed through the CLI with `--scheduler`, points placed by CPU kind.
 - The grid, the results file and the plots on their own, without a cluster.
 No assertion is about speed beyond "positive".
 """
@@ -20,6 +21,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
@@ -172,22 +174,34 @@ def test_cli_on_a_scheduler_and_two_worker_processes(tmp_path, capsys, worktree_
             workers = set(client.scheduler_info(n_workers=-1)["workers"])
         kind = cpu_name().split()[-1]  # "EPYC", "Xeon(R)"...: a kind this machine's workers are
         out = tmp_path / "sweep.jsonl"
-        code = main(["sweep", TINY, "-t", "1", "-p", "4", "-n", "4", "-r", "1", "--kernel", "default,serial",
-                     "--cpu-kind", f"{kind},NoSuchCPU", "--out", str(out), "--scheduler", address, "--json"])
+        argv = ["sweep", TINY, "-t", "1", "-p", "4", "-n", "4", "-r", "1", "--kernel", "default,serial",
+                "--cpu-kind", f"{kind},NoSuchCPU", "--out", str(out), "--scheduler", address]
+        grid = Grid(sources=[TINY], kernel=["default", "serial"], cpu_kind=[kind, "NoSuchCPU"], **FEW, threads=[1])
+        assert len(points(grid)) == 4
+
+        # the placeable half, stopped after its first record (Ctrl-C, a closed notebook)
+        records = iter_run(replace(grid, cpu_kind=[kind]), out, scheduler=address, progress=False)
+        stopped = next(records)
+        records.close()
+        assert read_records(out) == [stopped] and stopped["status"] == "ok", stopped["error"]
+
+        # the whole grid, resumed through the CLI on the same scheduler: the other three run
+        code = main(argv + ["--resume", "--json"])
         printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
-        assert code == 1  # some points failed
-        assert len(printed) == 4 and read_records(out) == printed
-        placed = [r for r in printed if r["cpu_kind"] == kind]
-        nowhere = [r for r in printed if r["cpu_kind"] == "NoSuchCPU"]
+        assert read_records(out) == [stopped] + printed
+        every = [stopped] + printed
+        assert sorted(r["point_id"] for r in every) == sorted(p["point_id"] for p in points(grid))
+        placed = [r for r in every if r["cpu_kind"] == kind]
+        nowhere = [r for r in every if r["cpu_kind"] == "NoSuchCPU"]
         assert [r["status"] for r in placed] == ["ok", "ok"], [r.get("error") for r in placed]
         assert {r["worker"] for r in placed} <= workers
         assert {r["kernel"] for r in placed} == {"default", "serial"}
         assert len(nowhere) == 2 and all("no worker has a CPU of kind 'NoSuchCPU'" in r["error"] for r in nowhere)
+        assert code == 1  # some points failed
 
         # resumed with the placeable points only: nothing to run, exit 0
-        code = main(["sweep", TINY, "-t", "1", "-p", "4", "-n", "4", "-r", "1", "--kernel", "default,serial",
-                     "--cpu-kind", kind, "--out", str(out), "--scheduler", address, "--resume"])
-        assert code == 0 and "0 ok, 0 failed, 2 finished earlier" in capsys.readouterr().err
+        assert main(argv[:argv.index("--cpu-kind") + 1] + [kind] + argv[argv.index("--out"):] + ["--resume"]) == 0
+        assert "0 ok, 0 failed, 2 finished earlier" in capsys.readouterr().err
     finally:
         for p in reversed(procs):
             p.terminate()

@@ -66,9 +66,9 @@ def _run(point: dict) -> dict:
     from workbench.bench import bench_model, context_for
 
     threads = point["threads"]
-    cpus = os.cpu_count() or 1
+    cpus = provenance.cpus_allowed()
     if threads > cpus:  # benchmarks must not share cores
-        raise ParameterError(f"the point asks {threads} threads; this machine has {cpus} CPUs")
+        raise ParameterError(f"the point asks {threads} threads; this process may run on {cpus} CPUs")
     select_kernels(point["kernel"])
     n_ctx = context_for([point["n_prompt"]], [point["n_gen"]])
     if point.get("score_text") is not None:
@@ -91,6 +91,8 @@ def _run(point: dict) -> dict:
     out["bench_cpu"] = r.cpu
     out["decode_path"] = decode_path(model)
     out["kernels"] = provenance.as_json(provenance.kernel_choices(provenance.weight_formats(model)))
+    if getattr(model.load_report, "kernels", None):  # what the load itself recorded, where it does
+        out["load_kernels"] = provenance.as_json(model.load_report.kernels)
     if point.get("score_text") is not None:
         scores = model.score(point["score_text"], max_tokens=point["score_tokens"])
         out |= {"perplexity": scores.perplexity, "scored_tokens": int(scores.logprob.size)}

@@ -24,18 +24,22 @@ def machine() -> dict:
     cpus_allowed (this process's affinity), platform, python and package versions."""
     from workbench.machine import cpu_name
 
-    try:
-        allowed = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        allowed = os.cpu_count()
     out = {"host": socket.gethostname(), "cpu": cpu_name(), "cpu_flags": cpu_flags(), "cpu_count": os.cpu_count(),
-           "cpus_allowed": allowed, "platform": platform.platform(), "python": platform.python_version()}
+           "cpus_allowed": cpus_allowed(), "platform": platform.platform(), "python": platform.python_version()}
     for name in PACKAGES:
         try:
             out[f"{name}_version"] = metadata.version(name)
         except metadata.PackageNotFoundError:
             out[f"{name}_version"] = None
     return out
+
+
+def cpus_allowed() -> int:
+    """The CPUs this process may run on (its affinity mask; the CPU count where there is none)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def cpu_flags() -> str:

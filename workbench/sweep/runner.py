@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import html
 import time
 import uuid
 from collections.abc import Iterator, Mapping
@@ -53,8 +54,8 @@ class SweepResult:
     """What one `run` did: the records it made, the points it skipped as finished."""
 
     path: str | None
-    records: list[dict]  # this run's, in the order they finished
-    skipped: list[str]  # point ids finished by an earlier run
+    records: list[dict] = field(repr=False)  # this run's, in the order they finished
+    skipped: list[str] = field(repr=False)  # point ids finished by an earlier run
     seconds: float  # wall time of this run, cluster start-up included
     dashboard_link: str | None = None
     run_id: str = ""
@@ -73,9 +74,11 @@ class SweepResult:
         return load(self.path) if self.path else frame(self.records)
 
     def _repr_html_(self) -> str:
-        where = f" into <code>{self.path}</code>" if self.path else ""
+        where = f" into <code>{html.escape(self.path)}</code>" if self.path else ""
+        link = (f"; <a href=\"{html.escape(self.dashboard_link)}\" target=\"_blank\">Dask dashboard</a>"
+                if self.dashboard_link else "")
         return (f"<b>sweep</b> {self.points} points{where}: {self.ok} ok, {self.failed} failed, "
-                f"{len(self.skipped)} finished earlier; {self.seconds:.1f} s")
+                f"{len(self.skipped)} finished earlier; {self.seconds:.1f} s{link}")
 
 
 def run(grid: Grid | Mapping, out=None, **kwargs) -> SweepResult:
