@@ -24,6 +24,8 @@ ALLOWED = {
     "peers": {"peers"},
     "viz": {"viz", "trace"},
     "ui": {"ui", "api", "viz", "trace", "engine", "nn", "kernels", "formats", "convert", "machine"},
+    # runs bench points (and through them `workbench.load`) on workers; plots of its records live in viz
+    "sweep": {"sweep", "bench", "machine", "engine", "nn", "kernels"},
 }
 # libraries only the face (viz, ui) may import; torch and transformers nowhere
 FRONT_END = {"plotly", "ipywidgets", "IPython", "anywidget"}

@@ -24,7 +24,7 @@ import pytest
 NOTEBOOKS = sorted((Path(__file__).resolve().parents[1] / "notebooks").glob("0*.ipynb"))
 KERNEL_LAB = "04_kernel_lab"
 EXPECTED = ["01_quickstart", "02_anatomy_of_a_decode_step", "03_quantization_threshold", "04_kernel_lab",
-            "05_lm_head_bottleneck", "06_versus_llama_cpp"]
+            "05_lm_head_bottleneck", "06_versus_llama_cpp", "07_sweep"]
 # An executed notebook with a plotly figure carries plotly.js inline (megabytes).
 PLOTLY_BLOB = re.compile(r"plotly\.js v\d|window\.PlotlyConfig|application/vnd\.plotly\.v1\+json")
 PRIVATE = re.compile(r"\.(_[A-Za-z]\w*)|\b(?:model|m|self)\.(?:net|state)\b")

@@ -5,6 +5,7 @@
     gen = model.generate("The capital of France is", max_tokens=32)
     with workbench.trace("op") as t:
         model.generate("Hello", max_tokens=8)
+    workbench.sweep({"sources": ["smollm2-135m"], "threads": [1, 2]}, "sweep.parquet")
 
 The top-level names load lazily, so `import workbench.trace` (or the CLI's `--help`)
 does not pay for numba and the model code.
@@ -26,6 +27,10 @@ from workbench.trace import tracing as trace  # noqa: E402
 
 
 def __getattr__(name):
+    if name == "sweep":  # a callable module: workbench.sweep(grid, out) and workbench.sweep.load(path)
+        import importlib
+
+        return importlib.import_module("workbench.sweep")
     if name in _EXPORTS:
         import importlib
 
@@ -34,4 +39,4 @@ def __getattr__(name):
     raise AttributeError(f"module 'workbench' has no attribute {name!r}")
 
 
-__all__ = [*_EXPORTS, "trace"]
+__all__ = [*_EXPORTS, "sweep", "trace"]

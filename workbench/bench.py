@@ -24,7 +24,7 @@ peer runs GGUF files only.
 Records carry what makes a number reproducible (llama-bench's `struct test`): model,
 file, format, size, parameters, test, threads, raw samples, commit, CPU, workbench
 version, time. `iter_bench` yields each record as its test ends (for progress), `bench`
-returns the list, `records_frame` makes a DataFrame. Nothing here prints or formats:
+returns the list, `bench_model` runs the tests on a model loaded by the caller, `records_frame` makes a DataFrame. Nothing here prints or formats:
 the `workbench bench` command renders records as markdown, JSON or CSV.
 """
 
@@ -119,10 +119,7 @@ def iter_bench(
 
     if not sources:
         raise ParameterError("bench needs at least one model source")
-    tests = [("pp", n) for n in _counts(n_prompt, "n_prompt") if n > 0] + \
-            [("tg", n) for n in _counts(n_gen, "n_gen") if n > 0]
-    if not tests:
-        raise ParameterError("n_prompt and n_gen are both 0: nothing to run")
+    tests = _tests(n_prompt, n_gen)
     threads = _counts(threads, "threads", 1)
     if max(threads) > max_threads():
         raise ParameterError(f"threads must be between 1 and {max_threads()}, the threads numba was started with "
@@ -140,41 +137,85 @@ def iter_bench(
         _check_peer_file(peer, s, p)
     peer_name = None
     if peer is not None:
-        from workbench.peers import open_peer, peer_version
+        from workbench.peers import peer_version
 
         peer_name = peer_version(peer)
 
-    n_ctx = max([n for kind, n in tests if kind == "pp"] + [TG_PROMPT + n for kind, n in tests if kind == "tg"])
+    n_ctx = _context(tests)
     env = {"commit": _commit(), "cpu": cpu_name(), "workbench": workbench.__version__}
     for source, path in zip(sources, paths):
         model = workbench.load(source if path is None else path, n_ctx=n_ctx, profile=profile)
-        path = model.path
-        _check_peer_file(peer, source, path)
-        about = {"model": _name(source, path), "model_path": str(Path(model.path).resolve()),
-                 **describe(model.source), "profile": model.options.profile,
-                 "converted": ", ".join(f"{a.upper()}->{b.upper()}" for a, b in sorted(model.load_report.quantized)),
-                 "weight_bytes": model.weight_bytes}
-        prompt = _prompt(model, max(n_ctx, TG_PROMPT))
-        for t in threads:
-            model.threads = t
-            other = open_peer(peer, model.path, threads=t, n_ctx=n_ctx) if peer is not None else None
-            try:
-                for kind, n in tests:
-                    ours, theirs = _run_test(model, other, prompt, kind, n, reps)
-                    pp = kind == "pp"
-                    record = dict(about, test=f"{kind}{n}", n_prompt=n if pp else 0, n_gen=0 if pp else n,
-                                  n_depth=0 if pp else TG_PROMPT, threads=t, **_stats(ours), **env,
-                                  timestamp=_now())
-                    if other is not None:
-                        peer_stats = _stats(theirs)
-                        record |= {"peer": peer_name, "peer_tok_s": peer_stats["tok_s"],
-                                   "peer_stdev": peer_stats["stdev"], "peer_samples": peer_stats["samples"],
-                                   "ratio": record["tok_s"] / peer_stats["tok_s"]}
-                    yield BenchRecord(**record)
-            finally:
-                if other is not None:
-                    other.close()
+        _check_peer_file(peer, source, model.path)
+        yield from _model_records(model, source, tests, threads, reps, env, peer, peer_name)
         del model  # free its weights and cache before the next source loads
+
+
+def bench_model(model, source=None, *, n_prompt: Sequence[int] = (32,), n_gen: Sequence[int] = (64,),
+                threads: Sequence[int] | None = None, reps: int = 5) -> Iterator[BenchRecord]:
+    """`iter_bench`'s tests on a model the caller loaded (with any load options), without a
+    peer: for callers that do more with the same weights, such as a sweep point that also
+    scores the model. `source` names it in the records (default: its path). The model's
+    context must hold the tests (`context_for(n_prompt, n_gen)` positions); thread counts
+    default to the model's own."""
+    import workbench
+    from workbench.machine import cpu_name
+
+    tests = _tests(n_prompt, n_gen)
+    threads = _counts(threads if threads is not None else [model.threads], "threads", 1)
+    if isinstance(reps, bool) or not isinstance(reps, (int, np.integer)) or reps < 1:
+        raise ParameterError(f"reps must be an integer >= 1, got {reps!r}")
+    if model.n_ctx < _context(tests):
+        raise ParameterError(f"the model was loaded with n_ctx={model.n_ctx}; these tests need {_context(tests)}")
+    env = {"commit": _commit(), "cpu": cpu_name(), "workbench": workbench.__version__}
+    yield from _model_records(model, model.path if source is None else source, tests, threads, reps, env)
+
+
+def context_for(n_prompt: Sequence[int], n_gen: Sequence[int]) -> int:
+    """The KV cache positions the ppN and tgN tests of these counts need."""
+    return _context(_tests(n_prompt, n_gen))
+
+
+def _model_records(model, source, tests, threads, reps, env, peer=None, peer_name=None) -> Iterator[BenchRecord]:
+    """One record per thread count x test of one loaded model."""
+    from workbench.peers import open_peer
+
+    n_ctx = _context(tests)
+    about = {"model": _name(source, model.path), "model_path": str(Path(model.path).resolve()),
+             **describe(model.source), "profile": model.options.profile,
+             "converted": ", ".join(f"{a.upper()}->{b.upper()}" for a, b in sorted(model.load_report.quantized)),
+             "weight_bytes": model.weight_bytes}
+    prompt = _prompt(model, max(n_ctx, TG_PROMPT))
+    for t in threads:
+        model.threads = t
+        other = open_peer(peer, model.path, threads=t, n_ctx=n_ctx) if peer is not None else None
+        try:
+            for kind, n in tests:
+                ours, theirs = _run_test(model, other, prompt, kind, n, reps)
+                pp = kind == "pp"
+                record = dict(about, test=f"{kind}{n}", n_prompt=n if pp else 0, n_gen=0 if pp else n,
+                              n_depth=0 if pp else TG_PROMPT, threads=t, **_stats(ours), **env,
+                              timestamp=_now())
+                if other is not None:
+                    peer_stats = _stats(theirs)
+                    record |= {"peer": peer_name, "peer_tok_s": peer_stats["tok_s"],
+                               "peer_stdev": peer_stats["stdev"], "peer_samples": peer_stats["samples"],
+                               "ratio": record["tok_s"] / peer_stats["tok_s"]}
+                yield BenchRecord(**record)
+        finally:
+            if other is not None:
+                other.close()
+
+
+def _tests(n_prompt, n_gen) -> list[tuple[str, int]]:
+    tests = [("pp", n) for n in _counts(n_prompt, "n_prompt") if n > 0] + \
+            [("tg", n) for n in _counts(n_gen, "n_gen") if n > 0]
+    if not tests:
+        raise ParameterError("n_prompt and n_gen are both 0: nothing to run")
+    return tests
+
+
+def _context(tests) -> int:
+    return max([n for kind, n in tests if kind == "pp"] + [TG_PROMPT + n for kind, n in tests if kind == "tg"])
 
 
 def bench(sources: Sequence[str | Path], **kwargs) -> list[BenchRecord]:

@@ -14,6 +14,9 @@ Load options: --threads N, --ctx N, --profile {baseline,optimized,aggressive},
     workbench bench SOURCE... [-p 32] [-n 64] [-t 1,2] [-r 5] [--peer llamacpp] [--md|--json|--csv]
     workbench bench --membw [--refresh] [--json]
     workbench cache info|clear [--all] [--json]
+    workbench sweep SOURCE... [-t 1,2] [-p 32] [-n 16] [--quant-threshold off,768] [--quant-type q8_0,q4_0]
+                    [--kv-type f16,f32] [--kernel default,serial] [--cpu-kind EPYC,Xeon] [--score TEXTFILE]
+                    --out sweep.parquet [--scheduler tcp://HOST:8786] [--resume | --overwrite] [--json]
 
 Bad input (a missing file, a bad value) prints one line on stderr and exits with 2;
 this is the only place in workbench that prints.
@@ -156,6 +159,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("action", choices=["info", "clear"])
     k.add_argument("--all", action="store_true", help="clear: also this version's code (recompiled on next use)")
     k.add_argument("--json", action="store_true")
+    _add_sweep_parser(sub)
     return p
 
 
@@ -176,6 +180,42 @@ def _cache(args) -> int:
         print(f"size         {info['bytes'] / 2**20:.1f} MiB")
         print(f"stale keys   {len(info['other_keys'])} (workbench cache clear removes them)")
     return 0
+
+
+def _add_sweep_parser(sub) -> None:
+    from workbench.engine.options import PROFILES
+
+    s = sub.add_parser("sweep", help="a grid of bench points on a Dask cluster (a LocalCluster by default)",
+                       description="Every SOURCE x value of each list option is one point: a ppN and a tgN test "
+                                   "(and perplexity with --score) in a fresh process on a Dask worker, one point "
+                                   "per worker at a time. Records stream into --out as points finish.")
+    s.add_argument("sources", nargs="+", metavar="SOURCE", help="models (catalog names, GGUF files, HF directories), "
+                                                                "resolved on the workers")
+    s.add_argument("-t", "--threads", default="1", metavar="T[,T...]", help="thread counts (default 1)")
+    s.add_argument("-p", "--n-prompt", default="32", metavar="N[,N...]", help="prompt lengths of ppN (0: none)")
+    s.add_argument("-n", "--n-gen", default="16", metavar="N[,N...]", help="token counts of tgN (0: none)")
+    s.add_argument("-r", "--repetitions", default="3", metavar="R", help="timed repetitions per test (default 3)")
+    s.add_argument("--quant-threshold", default=None, metavar="N|off[,...]",
+                   help="load-time quantization thresholds (default: the profile's)")
+    s.add_argument("--quant-type", default=None, metavar="TYPE[,TYPE]", help="q8_0, q4_0 (default: the profile's)")
+    s.add_argument("--kv-type", default=None, metavar="TYPE[,TYPE]", help="f16, f32 (default: the profile's)")
+    s.add_argument("--kernel", default="default", metavar="K[,K...]",
+                   help="kernel choices: default, a variant name (serial, row_groups, reference_order_v1) or "
+                        "OP:FMT=NAME, several joined by +")
+    s.add_argument("--cpu-kind", default=None, metavar="KIND[,KIND]",
+                   help="run each point only on workers whose CPU name or flags contain KIND (EPYC, Xeon, avx512f)")
+    s.add_argument("--profile", choices=list(PROFILES), default=None, help="workbench load profile")
+    s.add_argument("--score", default=None, metavar="TEXTFILE", help="also measure perplexity on this text")
+    s.add_argument("--score-tokens", type=_positive_int, default=128, help="tokens of it to score (default 128)")
+    s.add_argument("--out", "-o", required=True, help="results file: .parquet or .jsonl")
+    s.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
+                   help="a running Dask scheduler (workers started with --resources bench=1)")
+    s.add_argument("--workers", type=_positive_int, default=1, help="workers of the LocalCluster (default 1)")
+    s.add_argument("--timeout", type=float, default=None, help="seconds a point may take before it is killed")
+    again = s.add_mutually_exclusive_group()
+    again.add_argument("--resume", action="store_true", help="skip the points --out holds as finished")
+    again.add_argument("--overwrite", action="store_true", help="replace --out")
+    s.add_argument("--json", action="store_true", help="print this run's records, one JSON object a line")
 
 
 def _generate(args) -> int:
@@ -447,11 +487,67 @@ def _bench_csv(records) -> str:
     return buf.getvalue()
 
 
+def _sweep(args) -> int:
+    """`workbench sweep SOURCE...`: progress on stderr, a table (or JSON lines) of this run's records."""
+    from workbench.bench import parse_counts
+    from workbench.errors import ParameterError
+    from workbench.sweep import Grid, run
+
+    def words(text):
+        return None if text is None else [w.strip() for w in text.split(",") if w.strip()]
+
+    def threshold(word):
+        try:
+            return _threshold(word)
+        except argparse.ArgumentTypeError as e:
+            raise ParameterError(f"--quant-threshold: {e}") from None
+
+    reps = parse_counts(args.repetitions, "-r/--repetitions", 1)
+    if len(reps) != 1:
+        raise ParameterError(f"-r/--repetitions takes one count, got {args.repetitions!r}")
+    grid = Grid(sources=args.sources, threads=parse_counts(args.threads, "-t/--threads", 1),
+                n_prompt=parse_counts(args.n_prompt, "-p/--n-prompt"), n_gen=parse_counts(args.n_gen, "-n/--n-gen"),
+                quant_threshold=None if args.quant_threshold is None else [threshold(w) for w in
+                                                                           words(args.quant_threshold)],
+                quant_type=words(args.quant_type), kv_type=words(args.kv_type), kernel=words(args.kernel),
+                cpu_kind=words(args.cpu_kind) or [None], reps=reps[0], profile=args.profile, score=args.score,
+                score_tokens=args.score_tokens)
+    result = run(grid, args.out, scheduler=args.scheduler, n_workers=args.workers, timeout=args.timeout,
+                 resume=args.resume, overwrite=args.overwrite)
+    if args.json:
+        for r in result.records:
+            print(json.dumps(r, default=str))
+    elif result.records:
+        print(_sweep_markdown(result.records))
+    print(f"[sweep] {result.ok} ok, {result.failed} failed, {len(result.skipped)} finished earlier "
+          f"({result.points} points) -> {args.out} in {result.seconds:.1f} s", file=sys.stderr)
+    for r in result.records:
+        if r.get("status") != "ok":
+            print(f"[sweep] failed: {r['source']} t={r['threads']} kernel={r['kernel']}: {r['error']}", file=sys.stderr)
+    return 1 if result.failed else 0
+
+
+def _sweep_markdown(records) -> str:
+    def num(value, fmt):
+        return "" if value is None or value != value else format(value, fmt)
+
+    head = ["model", "quant", "threshold", "kv", "kernel", "threads", "pp t/s", "tg t/s", "ppl", "host", "status"]
+    lines = ["| " + " | ".join(head) + " |", "|---|---|---:|---|---|---:|---:|---:|---:|---|---|"]
+    for r in records:
+        quant = (r.get("quant") or "") + (f" ({r['converted']} at load)" if r.get("converted") else "")
+        lines.append("| " + " | ".join([
+            str(r.get("model") or r["source"]), quant, "off" if r.get("quant_threshold") is None else
+            f"{r['quant_threshold']} {r.get('quant_type')}", str(r.get("kv_type")), str(r.get("kernel")),
+            str(r.get("threads")), num(r.get("pp_tok_s"), ".1f"), num(r.get("tg_tok_s"), ".1f"),
+            num(r.get("perplexity"), ".2f"), str(r.get("host") or ""), r.get("status", "")]) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"generate": _generate, "inspect": _inspect, "trace": _trace, "bench": _bench, "convert": _convert,
-                    "cache": _cache}
+                    "cache": _cache, "sweep": _sweep}
         return commands[args.command](args)
     except WorkbenchError as e:
         print(f"workbench: error: {e}", file=sys.stderr)
