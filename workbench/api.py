@@ -218,7 +218,8 @@ def load(
     directory or an HF repo id.
 
     Weight options start from `profile` ("baseline", "optimized" (default) or
-    "aggressive"; see `workbench.engine.options`) and any argument given overrides it:
+    "aggressive"; see `workbench.engine.options`) and any argument given overrides it
+    (an argument shown as `<profile default>` takes the profile's value when left out):
     float linear layers whose larger dimension is >= `quant_threshold` are quantized to
     `quant_type` ("q8_0" or "q4_0"; None: no quantization); `quantize_lm_head` forces
     the lm_head either way; `requantize` also converts weights the file stores

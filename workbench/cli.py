@@ -90,8 +90,40 @@ def _print_load_report(model) -> None:
         print(f"[load] {line}", file=sys.stderr)
 
 
+def _version() -> str:
+    """`workbench X.Y.Z (commit abc1234)`: the commit when run from a git checkout."""
+    import workbench
+    from workbench.bench import _commit
+
+    commit = _commit()
+    return f"workbench {workbench.__version__}" + ("" if commit == "unknown" else f" (commit {commit})")
+
+
+class _VersionAction(argparse.Action):
+    """--version, asking git for the commit only when given."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(_version())
+        parser.exit()
+
+
+def _sampling_args(args) -> dict:
+    """The generation arguments of `generate`, checked before any model loads: a bad
+    value costs a line on stderr, not a model load first (the Python API checks the
+    same values through `SamplingParams`, before it encodes the prompt)."""
+    from workbench.engine.sampling import SamplingParams
+    from workbench.errors import ParameterError
+
+    if args.max_tokens < 1:
+        raise ParameterError(f"--max-tokens must be >= 1, got {args.max_tokens}")
+    SamplingParams(args.temperature, args.top_k, args.top_p, args.repetition_penalty, seed=args.seed)
+    return dict(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                repetition_penalty=args.repetition_penalty, seed=args.seed)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workbench", description="CPU LLM inference you can trace and see.")
+    p.add_argument("--version", action=_VersionAction, nargs=0, help="print the version and commit, and exit")
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="generate text from a prompt")
@@ -222,6 +254,7 @@ def _generate(args) -> int:
     import workbench
     from workbench.trace import step_summary
 
+    sampling = _sampling_args(args)
     model = _load(args)
     on_token = None
     if args.stream and not args.json:
@@ -231,8 +264,7 @@ def _generate(args) -> int:
             sys.stdout.write(piece)
             sys.stdout.flush()
 
-    kwargs = dict(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                  repetition_penalty=args.repetition_penalty, seed=args.seed, on_token=on_token, chat=args.chat)
+    kwargs = dict(sampling, on_token=on_token, chat=args.chat)
     if args.timings:
         with workbench.trace("layer") as tracer:
             gen = model.generate(args.prompt, **kwargs)

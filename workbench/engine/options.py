@@ -31,7 +31,29 @@ PROFILES: dict[str, dict] = {
     "aggressive": {"quant_threshold": 0, "quant_type": "q4_0", "quantize_lm_head": True, "fuse": True,
                    "threads": None, "kv_type": "f16"},
 }
-_UNSET = object()
+
+
+class _ProfileDefault:
+    """The "not given" marker of `load`'s keyword arguments: the profile's value holds.
+    A class rather than a bare `object()` so that `help(workbench.load)` reads
+    `threads=<profile default>` (None is a real value for several options: no
+    quantization, all threads)."""
+
+    _instance = None
+
+    def __new__(cls):
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "<profile default>"
+
+    def __reduce__(self):  # one instance, also across pickling (Dask workers)
+        return (_ProfileDefault, ())
+
+
+_UNSET = _ProfileDefault()
 
 
 @dataclass(frozen=True)
