@@ -156,10 +156,10 @@ def test_smollm2_chat_template(smollm2):
     assert ids == smollm2.encode(text) and ids[0] == 1 and ids.count(2) == 2
 
 
-def test_gemma3_has_no_template(gemma3):
-    with pytest.raises(FormatError, match="no tokenizer.chat_template") as e:
-        gemma3.apply_chat_template(MESSAGES)
-    assert gemma3.source in str(e.value) and "'gemma'" in str(e.value)
+def test_gemma3_without_a_template_falls_back_to_gemma(gemma3):
+    # the file has no tokenizer.chat_template: its architecture's built-in one, as llama.cpp
+    assert gemma3.chat_template is None
+    assert gemma3.apply_chat_template(MESSAGES) == gemma3.apply_chat_template(MESSAGES, template="gemma")
 
 
 def test_gemma3_builtin_template(gemma3):

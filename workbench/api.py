@@ -20,7 +20,8 @@ from workbench import models
 from workbench.engine.evaluate import Scores, teacher_forced
 from workbench.engine.generator import Generation, Stepper
 from workbench.engine.generator import run as generate_from
-from workbench.engine.sampling import SamplingParams
+from workbench.engine import request
+from workbench.engine.stream import Stream
 from workbench.engine.options import UNSET, RunOptions, resolve_options
 from workbench.errors import ParameterError
 from workbench.formats.catalog import DEFAULT_MODEL, resolve
@@ -101,58 +102,84 @@ class Model:
         """Bytes of the weights as the kernels read them (after any load-time quantization)."""
         return self.load_report.weight_bytes
 
-    def encode_prompt(self, prompt: str, chat: bool = False) -> list[int]:
-        """Token ids of `prompt`, wrapped in the file's chat template when `chat`."""
+    def encode_prompt(self, prompt: str | Sequence[dict], chat: bool = False, template: str | None = None) -> list[int]:
+        """Token ids of `prompt`: a string, or a list of {"role", "content"} messages
+        rendered by the chat template. A string goes through the template as one user
+        message when `chat` or `template` is given. The template is the file's own
+        (GGUF `tokenizer.chat_template`, tokenizer_config.json's), else the built-in one
+        of the architecture (as llama.cpp falls back), or `template`: a built-in name
+        (`chatml`, `gemma`, `llama3`, `zephyr`) or Jinja source."""
+        if isinstance(prompt, (list, tuple)):
+            return self.tokenizer.encode_chat(list(prompt), add_generation_prompt=True, template=template)
         if not isinstance(prompt, str) or not prompt:
-            raise ParameterError("prompt must be a non-empty string")
-        if chat:
-            return self.tokenizer.encode_chat([{"role": "user", "content": prompt}], add_generation_prompt=True)
+            raise ParameterError("prompt must be a non-empty string or a list of {'role', 'content'} messages")
+        if chat or template is not None:
+            return self.tokenizer.encode_chat([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                              template=template)
         return self.tokenizer.encode(prompt, add_special=True, parse_special=True)
 
     def generate(
         self,
-        prompt: str,
-        max_tokens: int = 128,
-        temperature: float = 0.0,
+        prompt: str | Sequence[dict],
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
         repetition_penalty: float = 1.0,
         seed: int | None = None,
         on_token: Callable[[str, int], None] | None = None,
-        stop: Sequence[str] = (),
+        stop: str | Sequence[str] = (),
         chat: bool = False,
         truncate: bool = False,
+        *,
+        do_sample: bool | None = None,
+        template: str | None = None,
+        max_tokens: int | None = None,
     ) -> Generation:
-        """Generate text after `prompt`; greedy at temperature 0. See `Generation`.
+        """Generate text after `prompt` (a string, or a list of {"role", "content"}
+        messages put through the chat template; see `encode_prompt`). See `Generation`.
 
+        Arguments as transformers' `generate`: `max_new_tokens` (default 128; the older
+        name `max_tokens` is an alias); greedy unless `do_sample` or `temperature > 0`
+        (None: 1.0 when `do_sample`, else greedy; `do_sample=False` is greedy whatever
+        the temperature); `top_k`, `top_p`, `repetition_penalty` (1.0: off), `seed`;
+        `stop`: strings that end the generation (left out of the text). `on_token(piece,
+        token_id)` is called per token; `model.stream(...)` is the iterator form.
         A prompt longer than the context is an error unless `truncate`, which keeps its
         last tokens (and the BOS token when the tokenizer adds one)."""
-        stepper = self.start(prompt, max_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, chat,
-                             truncate)
+        stepper = self.start(prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, chat,
+                             truncate, do_sample=do_sample, template=template, max_tokens=max_tokens)
         return generate_from(stepper, on_token, current_tracer())
+
+    def stream(self, prompt: str | Sequence[dict], max_new_tokens: int | None = None, **kwargs) -> Stream:
+        """The generation `generate(prompt, ...)` would make, as an iterator of text
+        pieces (`Stream`: `.events` has each token's id and seconds, `.generation` the
+        final `Generation`). Everything is checked here, before the first `next()`."""
+        return Stream(self.start(prompt, max_new_tokens, **kwargs), current_tracer)
 
     def start(
         self,
-        prompt: str,
-        max_tokens: int = 128,
-        temperature: float = 0.0,
+        prompt: str | Sequence[dict],
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
         top_k: int | None = None,
         top_p: float | None = None,
         repetition_penalty: float = 1.0,
         seed: int | None = None,
-        stop: Sequence[str] = (),
+        stop: str | Sequence[str] = (),
         chat: bool = False,
         truncate: bool = False,
+        *,
+        do_sample: bool | None = None,
+        template: str | None = None,
+        max_tokens: int | None = None,
     ) -> Stepper:
         """A generation to advance token by token with `.step()` (widgets: draw between
         steps, stop at any point; the model stays usable). Arguments as `generate`."""
-        params = SamplingParams(temperature, top_k, top_p, repetition_penalty, seed=seed)
-        max_tokens = _check_int("max_tokens", max_tokens, 1)
-        if isinstance(stop, str):
-            stop = (stop,)
-        if not isinstance(stop, (list, tuple)) or any(not isinstance(s, str) or not s for s in stop):
-            raise ParameterError(f"stop must be a list of non-empty strings, got {stop!r}")
-        ids = self.encode_prompt(prompt, chat)
+        params = request.sampling_params(do_sample, temperature, top_k, top_p, repetition_penalty, seed)
+        n_new = request.max_new_tokens(max_new_tokens, max_tokens)
+        stop = request.stop_strings(stop)
+        ids = self.encode_prompt(prompt, chat, template)
         if len(ids) >= self.n_ctx:
             if not truncate:
                 raise ParameterError(
@@ -163,7 +190,7 @@ class Model:
             bos = self.tokenizer.bos_id
             ids = [ids[0]] + ids[len(ids) - keep + 1 :] if ids[0] == bos and bos is not None else ids[-keep:]
         set_threads(self.threads)
-        return Stepper(self.net, self.state, self.tokenizer, ids, max_tokens, params, tuple(stop))
+        return Stepper(self.net, self.state, self.tokenizer, ids, n_new, params, stop)
 
     def score(self, text: str | Sequence[int], max_tokens: int | None = None) -> Scores:
         """Teacher-forced scores of `text` (or token ids): the argmax and log p(next) at

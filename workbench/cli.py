@@ -1,7 +1,8 @@
 """The `workbench` command (also `python -m workbench`).
 
     workbench generate SOURCE --prompt TEXT [--max-tokens N] [sampling] [load options]
-                       [--chat] [--stream] [--timings] [--json]
+                       [--chat] [--system TEXT] [--template NAME] [--stop TEXT] [--stream] [--timings] [--json]
+    workbench chat SOURCE [--system TEXT] [--template NAME] [sampling] [load options] [--json]
     workbench inspect FILE|DIR [--json]
     workbench convert SRC DST --to {gguf-q8_0,gguf-q4_0,gguf-f16,gguf-f32,hf-f32} [--overwrite] [--json]
     workbench trace SOURCE --prompt TEXT [--max-tokens N] [--out trace.json] [--level op]
@@ -72,6 +73,23 @@ def _add_load_args(p: argparse.ArgumentParser) -> None:
                    help="KV cache precision: f16 (default, llama.cpp's) or f32 (float32 attention, as transformers)")
 
 
+def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
+    p.add_argument("--max-tokens", "--max-new-tokens", "-n", dest="max_tokens", type=_positive_int,
+                   default=max_tokens)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-k", type=_positive_int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--repetition-penalty", type=float, default=1.0)
+    p.add_argument("--seed", type=_positive_int, default=None)
+    p.add_argument("--stop", action="append", default=None, metavar="TEXT", help="stop at this text (repeatable)")
+
+
+def _add_chat_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--system", default=None, help="a system prompt (chat)")
+    p.add_argument("--template", default=None,
+                   help="chat template: a built-in name (chatml, gemma, llama3) instead of the model's own")
+
+
 def _load(args):
     """workbench.load with the options given on the command line."""
     import workbench
@@ -115,10 +133,16 @@ def _sampling_args(args) -> dict:
     from workbench.errors import ParameterError
 
     if args.max_tokens < 1:
-        raise ParameterError(f"--max-tokens must be >= 1, got {args.max_tokens}")
+        raise ParameterError(f"max_tokens (--max-tokens) must be >= 1, got {args.max_tokens}")
     SamplingParams(args.temperature, args.top_k, args.top_p, args.repetition_penalty, seed=args.seed)
-    return dict(max_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                repetition_penalty=args.repetition_penalty, seed=args.seed)
+    if args.template is not None:
+        from workbench.formats.chat import BUILTIN_TEMPLATES
+
+        if args.template not in BUILTIN_TEMPLATES:
+            raise ParameterError(f"--template must be one of {', '.join(BUILTIN_TEMPLATES)}, got {args.template!r}")
+    return dict(max_new_tokens=args.max_tokens, temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                repetition_penalty=args.repetition_penalty, seed=args.seed, stop=args.stop or (),
+                template=args.template)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -129,17 +153,22 @@ def _parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="generate text from a prompt")
     g.add_argument("source", nargs="?", default=None, help="model (default smollm2-135m); see above")
     g.add_argument("--prompt", "-p", required=True)
-    g.add_argument("--max-tokens", "-n", type=_positive_int, default=64)
-    g.add_argument("--temperature", type=float, default=0.0)
-    g.add_argument("--top-k", type=_positive_int, default=None)
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--repetition-penalty", type=float, default=1.0)
-    g.add_argument("--seed", type=_positive_int, default=None)
+    _add_sampling_args(g, max_tokens=64)
     _add_load_args(g)
     g.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
+    _add_chat_args(g)
     g.add_argument("--stream", action="store_true", help="print tokens as they are generated")
     g.add_argument("--timings", action="store_true", help="trace per layer and print the timing summary")
     g.add_argument("--json", action="store_true", help="print one JSON object")
+
+    ch = sub.add_parser("chat", help="talk with a model, turn by turn (stdin lines; an empty line or EOF ends)",
+                        description="Each line read is a user turn; the whole conversation goes through the "
+                                    "model's chat template and the reply streams to stdout.")
+    ch.add_argument("source", nargs="?", default=None, help="model (default smollm2-135m); see above")
+    _add_sampling_args(ch, max_tokens=256)
+    _add_chat_args(ch)
+    _add_load_args(ch)
+    ch.add_argument("--json", action="store_true", help="one JSON object per turn instead of the text")
 
     c = sub.add_parser("convert", help="convert a GGUF model: requantize it, or write an HF F32 directory")
     c.add_argument("src", help="GGUF file or catalog name")
@@ -265,12 +294,15 @@ def _generate(args) -> int:
             sys.stdout.flush()
 
     kwargs = dict(sampling, on_token=on_token, chat=args.chat)
+    prompt = args.prompt
+    if args.system is not None:  # a system prompt makes it a conversation
+        prompt = [{"role": "system", "content": args.system}, {"role": "user", "content": args.prompt}]
     if args.timings:
         with workbench.trace("layer") as tracer:
-            gen = model.generate(args.prompt, **kwargs)
+            gen = model.generate(prompt, **kwargs)
         summary = step_summary(tracer)
     else:
-        gen = model.generate(args.prompt, **kwargs)
+        gen = model.generate(prompt, **kwargs)
         summary = None
 
     if args.json:
@@ -291,6 +323,37 @@ def _generate(args) -> int:
     if summary is not None:
         print(_format_summary(summary), file=sys.stderr)
     return 0
+
+
+def _chat(args) -> int:
+    """`workbench chat`: one user turn per stdin line, the reply streamed; the history
+    (with --system first) goes through the chat template again at every turn."""
+    sampling = _sampling_args(args)
+    model = _load(args)
+    messages = [] if args.system is None else [{"role": "system", "content": args.system}]
+    interactive = sys.stdin.isatty() and not args.json
+    turn = 0
+    while True:
+        if interactive:
+            print("> ", end="", file=sys.stderr, flush=True)
+        line = sys.stdin.readline()
+        if not line.strip():
+            return 0
+        messages.append({"role": "user", "content": line.strip()})
+        stream = model.stream(messages, **sampling)
+        for piece in stream:
+            if not args.json:
+                sys.stdout.write(piece)
+                sys.stdout.flush()
+        gen = stream.generation
+        messages.append({"role": "assistant", "content": gen.text})
+        turn += 1
+        if args.json:
+            print(json.dumps({"turn": turn, **gen.as_dict()}), flush=True)
+        else:
+            print(flush=True)
+            print(f"[{len(gen.prompt_tokens)} prompt tokens, {len(gen.tokens)} generated at "
+                  f"{gen.decode_tok_s:.1f} tok/s, stop: {gen.finish_reason}]", file=sys.stderr)
 
 
 def _format_summary(summary: dict) -> str:
@@ -578,7 +641,7 @@ def _sweep_markdown(records) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"generate": _generate, "inspect": _inspect, "trace": _trace, "bench": _bench, "convert": _convert,
+        commands = {"generate": _generate, "chat": _chat, "inspect": _inspect, "trace": _trace, "bench": _bench, "convert": _convert,
                     "cache": _cache, "sweep": _sweep}
         return commands[args.command](args)
     except WorkbenchError as e:

@@ -8,8 +8,10 @@ chat template the way transformers does (sandboxed environment, `trim_blocks` an
 (the model file is at fault); `raise_exception` inside a template, or messages that are
 not a list of {"role": str, "content": ...} dicts, are a `ParameterError` (the caller is).
 
-`BUILTIN_TEMPLATES` holds templates for files that carry none (the Gemma 3 270M GGUF
-has no `tokenizer.chat_template`); they are only used when asked for by name.
+`BUILTIN_TEMPLATES` holds templates by llama.cpp's names (`chatml`, `gemma`, `llama3`),
+asked for by name or used for files that carry none (the Gemma 3 270M GGUF has no
+`tokenizer.chat_template`): `builtin_for(architecture)` picks the architecture's, as
+llama.cpp falls back to a built-in format (ChatML where it knows none better).
 
 It does not tokenize: `Tokenizer.apply_chat_template` / `encode_chat` do that.
 """
@@ -77,7 +79,22 @@ GEMMA_TEMPLATE = """{{ bos_token }}
 {%- endif -%}
 """
 
-BUILTIN_TEMPLATES: dict[str, str] = {"chatml": CHATML_TEMPLATE, "gemma": GEMMA_TEMPLATE}
+# Llama 3's header format, as Meta documents it: each turn is a header, two newlines,
+# the trimmed content and <|eot_id|>; the prompt opens with the BOS token.
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}"
+    "{% for message in messages %}"
+    "{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|start_header_id|>assistant<|end_header_id|>\n\n' }}{% endif %}"
+)
+
+BUILTIN_TEMPLATES: dict[str, str] = {"chatml": CHATML_TEMPLATE, "gemma": GEMMA_TEMPLATE, "llama3": LLAMA3_TEMPLATE}
+
+
+def builtin_for(architecture: str | None) -> str:
+    """The built-in template name for a file of `architecture` that has no template."""
+    return "gemma" if (architecture or "").startswith("gemma") else "chatml"
 
 
 class _TemplateRaised(Exception):

@@ -39,7 +39,7 @@ import tokenizers
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors
 
 from workbench.errors import FormatError, ParameterError, UnsupportedError
-from workbench.formats.chat import BUILTIN_TEMPLATES, render_chat_template
+from workbench.formats.chat import BUILTIN_TEMPLATES, builtin_for, render_chat_template
 from workbench.formats.gguf import GGUFFile
 
 # tokenizer.ggml.token_type values (llama_token_type)
@@ -421,16 +421,14 @@ class Tokenizer:
         **extra: Any,
     ) -> str:
         """Render the file's `tokenizer.chat_template` (or `template`: Jinja source or a
-        name in `chat.BUILTIN_TEMPLATES`) for `messages`."""
-        if template is None:
+        name in `chat.BUILTIN_TEMPLATES`) for `messages`. A file without a template gets
+        the built-in one of its architecture (`chat.builtin_for`), as llama.cpp does."""
+        if template is None and self.chat_template is None:
+            template = builtin_for(self.architecture)
+            origin = f"template {template!r} (built in; {self.source} has no tokenizer.chat_template)"
+        elif template is None:
             template = self.chat_template
             origin = f"{self.source}: tokenizer.chat_template"
-            if template is None:
-                hint = "gemma" if (self.architecture or "").startswith("gemma") else "chatml"
-                raise FormatError(
-                    f"{self.source} has no tokenizer.chat_template; pass template="
-                    f"{hint!r} (built in: {', '.join(BUILTIN_TEMPLATES)}) or a Jinja string"
-                )
         else:
             origin = f"template {template!r}" if template in BUILTIN_TEMPLATES else "given template"
         return render_chat_template(
