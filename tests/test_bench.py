@@ -136,7 +136,7 @@ def test_cli_json(capsys):
     assert main(["bench", "smollm2-135m", *TINY_ARGS, "--json"]) == 0
     out, err = capsys.readouterr()
     got = json.loads(out)
-    assert [r["test"] for r in got] == ["pp4", "tg4"] and all(tuple(r) == FIELDS for r in got)
+    assert [r["test"] for r in got] == ["pp4", "tg4"] and all(set(FIELDS) <= set(r) for r in got)
     assert "[bench] smollm2-135m pp4 t=1" in err
 
 
@@ -148,17 +148,17 @@ def test_cli_markdown_is_a_table(records, monkeypatch, capsys, peer):
     lines = capsys.readouterr().out.splitlines()
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines if line.startswith("|")]
     head, rule, body = rows[0], rows[1], rows[2:]
-    assert head[:7] == ["model", "quant", "size", "params", "threads", "test", "workbench t/s"]
+    assert head[:7] == ["model", "size", "params", "backend", "threads", "test", "t/s"]
     assert len(rule) == len(head) and all(set(c) <= set("-:") for c in rule)
-    assert [row[5] for row in body] == ["pp4", "tg4"] and all(len(row) == len(head) for row in body)
+    assert [row[5] for row in body] == ["pp4", f"tg4 @ d{wb.TG_PROMPT}"] and all(len(row) == len(head) for row in body)
     assert ("llama.cpp t/s" in head and body[0][-1] == "2.00") == peer
-    assert records[0].commit in lines[-1] and records[0].cpu in lines[-1]
+    assert records[0].commit in lines[-2] and records[0].cpu in lines[-1]
 
 
 def test_cli_markdown_is_the_default(records, monkeypatch, capsys):
     monkeypatch.setattr(wb, "iter_bench", lambda *a, **k: iter(records))
     assert main(["bench", "smollm2-135m"]) == 0
-    assert capsys.readouterr().out.startswith("| model |")
+    assert capsys.readouterr().out.startswith("| model ")
 
 
 def test_cli_csv(records, monkeypatch, capsys):
@@ -166,9 +166,10 @@ def test_cli_csv(records, monkeypatch, capsys):
     monkeypatch.setattr(wb, "iter_bench", lambda *a, **k: iter(given))
     assert main(["bench", "smollm2-135m", *TINY_ARGS, "--csv"]) == 0
     rows = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
-    assert len(rows) == 2 and tuple(rows[0]) == FIELDS
+    assert len(rows) == 3 and [r["engine"] for r in rows] == ["workbench", "llama.cpp", "workbench"]
     assert json.loads(rows[0]["samples"]) == pytest.approx(given[0].samples)
-    assert float(rows[0]["ratio"]) == 2.0 and rows[1]["ratio"] == "" and int(rows[1]["n_gen"]) == 4
+    assert json.loads(rows[1]["samples_ts"]) == pytest.approx(given[0].peer_samples)
+    assert float(rows[0]["ratio"]) == 2.0 and rows[2]["ratio"] == "" and int(rows[2]["n_gen"]) == 4
 
 
 # -- errors: one line on stderr, exit 2 ---------------------------------------------

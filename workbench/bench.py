@@ -78,6 +78,9 @@ class BenchRecord:
     peer_stdev: float | None = None
     peer_samples: list[float] | None = field(default=None)
     ratio: float | None = None  # tok_s / peer_tok_s
+    kv_type: str = "f16"  # the KV cache's type (llama-bench's type_k and type_v)
+    n_batch: int = 0  # prompt tokens per forward (llama-bench's n_batch and n_ubatch)
+    build_number: int = 0  # commits in the checkout's history (llama.cpp's build number is the same count)
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -108,10 +111,16 @@ def iter_bench(
     reps: int = 5,
     peer: str | None = None,
     profile: str | None = None,
+    n_pg: Sequence[tuple[int, int]] = (),
+    n_depth: Sequence[int] | None = None,
 ) -> Iterator[BenchRecord]:
     """Run every source x thread count x test, yielding one record per test as it ends.
-    A count of 0 in `n_prompt` or `n_gen` skips that test. Everything is checked (sources
-    resolved, thread counts, peer installed, peer files GGUF) before anything runs."""
+    A count of 0 in `n_prompt` or `n_gen` skips that test. `n_pg`: (pp, tg) pairs timed
+    together (llama-bench's `-pg`: a prompt then that many tokens, tok/s over both);
+    `n_depth`: tokens put in the KV cache (untimed) before every test (llama-bench's
+    `-d`); left None, ppN runs on an empty cache and tgN after `TG_PROMPT` tokens.
+    Everything is checked (sources resolved, thread counts, peer installed, peer files
+    GGUF) before anything runs."""
     import workbench
     from workbench.formats.catalog import resolve
     from workbench.kernels.jit import max_threads
@@ -119,7 +128,9 @@ def iter_bench(
 
     if not sources:
         raise ParameterError("bench needs at least one model source")
-    tests = _tests(n_prompt, n_gen)
+    tests = _tests(n_prompt, n_gen, n_pg, n_depth)
+    if peer is not None and (n_pg or n_depth is not None):
+        raise ParameterError(f"--peer {peer} runs ppN and tgN at the default depth; leave out -pg and -d")
     threads = _counts(threads, "threads", 1)
     if max(threads) > max_threads():
         raise ParameterError(f"threads must be between 1 and {max_threads()}, the threads numba was started with "
@@ -142,7 +153,7 @@ def iter_bench(
         peer_name = peer_version(peer)
 
     n_ctx = _context(tests)
-    env = {"commit": _commit(), "cpu": cpu_name(), "workbench": workbench.__version__}
+    env = _env()
     for source, path in zip(sources, paths):
         model = workbench.load(source if path is None else path, n_ctx=n_ctx, profile=profile)
         _check_peer_file(peer, source, model.path)
@@ -157,16 +168,13 @@ def bench_model(model, source=None, *, n_prompt: Sequence[int] = (32,), n_gen: S
     scores the model. `source` names it in the records (default: its path). The model's
     context must hold the tests (`context_for(n_prompt, n_gen)` positions); thread counts
     default to the model's own."""
-    import workbench
-    from workbench.machine import cpu_name
-
     tests = _tests(n_prompt, n_gen)
     threads = _counts(threads if threads is not None else [model.threads], "threads", 1)
     if isinstance(reps, bool) or not isinstance(reps, (int, np.integer)) or reps < 1:
         raise ParameterError(f"reps must be an integer >= 1, got {reps!r}")
     if model.n_ctx < _context(tests):
         raise ParameterError(f"the model was loaded with n_ctx={model.n_ctx}; these tests need {_context(tests)}")
-    env = {"commit": _commit(), "cpu": cpu_name(), "workbench": workbench.__version__}
+    env = _env()
     yield from _model_records(model, model.path if source is None else source, tests, threads, reps, env)
 
 
@@ -183,18 +191,16 @@ def _model_records(model, source, tests, threads, reps, env, peer=None, peer_nam
     about = {"model": _name(source, model.path), "model_path": str(Path(model.path).resolve()),
              **describe(model.source), "profile": model.options.profile,
              "converted": ", ".join(f"{a.upper()}->{b.upper()}" for a, b in sorted(model.load_report.quantized)),
-             "weight_bytes": model.weight_bytes}
+             "weight_bytes": model.weight_bytes, "kv_type": model.options.kv_type, "n_batch": model.state.n_batch}
     prompt = _prompt(model, max(n_ctx, TG_PROMPT))
     for t in threads:
         model.threads = t
         other = open_peer(peer, model.path, threads=t, n_ctx=n_ctx) if peer is not None else None
         try:
-            for kind, n in tests:
-                ours, theirs = _run_test(model, other, prompt, kind, n, reps)
-                pp = kind == "pp"
-                record = dict(about, test=f"{kind}{n}", n_prompt=n if pp else 0, n_gen=0 if pp else n,
-                              n_depth=0 if pp else TG_PROMPT, threads=t, **_stats(ours), **env,
-                              timestamp=_now())
+            for n_p, n_g, depth in tests:
+                ours, theirs = _run_test(model, other, prompt, n_p, n_g, depth, reps)
+                record = dict(about, test=test_name(n_p, n_g), n_prompt=n_p, n_gen=n_g, n_depth=depth, threads=t,
+                              **_stats(ours), **env, timestamp=_now())
                 if other is not None:
                     peer_stats = _stats(theirs)
                     record |= {"peer": peer_name, "peer_tok_s": peer_stats["tok_s"],
@@ -206,16 +212,36 @@ def _model_records(model, source, tests, threads, reps, env, peer=None, peer_nam
                 other.close()
 
 
-def _tests(n_prompt, n_gen) -> list[tuple[str, int]]:
-    tests = [("pp", n) for n in _counts(n_prompt, "n_prompt") if n > 0] + \
-            [("tg", n) for n in _counts(n_gen, "n_gen") if n > 0]
+def _tests(n_prompt, n_gen, n_pg=(), n_depth=None) -> list[tuple[int, int, int]]:
+    """(n_prompt, n_gen, depth) of each test, in llama-bench's order: depth, then pp, tg, pg."""
+    pp = [n for n in _counts(n_prompt, "n_prompt") if n > 0]
+    tg = [n for n in _counts(n_gen, "n_gen") if n > 0]
+    pg = []
+    for pair in n_pg:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise ParameterError(f"n_pg must hold (n_prompt, n_gen) pairs, got {pair!r}")
+        a, b = (_counts([v], "n_pg", 0)[0] for v in pair)
+        if a or b:
+            pg.append((a, b))
+    if n_depth is None:
+        tests = [(n, 0, 0) for n in pp] + [(0, n, TG_PROMPT) for n in tg] + [(a, b, 0) for a, b in pg]
+    else:
+        tests = [test for d in _counts(n_depth, "n_depth") for test in
+                 [(n, 0, d) for n in pp] + [(0, n, d) for n in tg] + [(a, b, d) for a, b in pg]]
     if not tests:
         raise ParameterError("n_prompt and n_gen are both 0: nothing to run")
     return tests
 
 
+def test_name(n_prompt: int, n_gen: int) -> str:
+    """"pp512", "tg128" or "pp512+tg128", as llama-bench names its tests (without the depth)."""
+    if n_prompt and n_gen:
+        return f"pp{n_prompt}+tg{n_gen}"
+    return f"pp{n_prompt}" if n_prompt else f"tg{n_gen}"
+
+
 def _context(tests) -> int:
-    return max([n for kind, n in tests if kind == "pp"] + [TG_PROMPT + n for kind, n in tests if kind == "tg"])
+    return max(depth + n_p + n_g for n_p, n_g, depth in tests)
 
 
 def bench(sources: Sequence[str | Path], **kwargs) -> list[BenchRecord]:
@@ -248,15 +274,19 @@ def describe(source) -> dict:
 
 # -- the measurements ---------------------------------------------------------------
 
-def _run_test(model, peer, prompt: list[int], kind: str, n: int, reps: int) -> tuple[list[float], list[float]]:
+def _run_test(model, peer, prompt: list[int], n_p: int, n_g: int, depth: int,
+              reps: int) -> tuple[list[float], list[float]]:
     """tok/s samples of ours and the peer's, one warm-up each first, interleaved."""
     ours, theirs = [], []
-    if kind == "pp":
+    n = n_p + n_g
+    if n_g == 0 and depth == 0:
         ids = prompt[:n]
         run_ours, run_peer = (lambda: _prefill(model, ids)), (lambda: peer.prefill(ids))
-    else:
+    elif n_p == 0 and depth == TG_PROMPT:
         ids = prompt[:TG_PROMPT]
         run_ours, run_peer = (lambda: _decode(model, ids, n)), (lambda: peer.decode(ids, n))
+    else:  # at another depth, or pp+tg: ours only (iter_bench refuses them with a peer)
+        run_ours, run_peer = (lambda: _at_depth(model, prompt, n_p, n_g, depth)), None
     for rep in range(reps + 1):
         seconds = run_ours()
         if rep:
@@ -282,6 +312,28 @@ def _decode(model, prompt: list[int], n: int) -> float:
     tok = int(np.argmax(model.forward(prompt)))
     seconds = 0.0
     for _ in range(n):
+        t0 = time.perf_counter()
+        logits = model.forward([tok])
+        seconds += time.perf_counter() - t0
+        tok = int(np.argmax(logits))
+    return seconds
+
+
+def _at_depth(model, prompt: list[int], n_p: int, n_g: int, depth: int) -> float:
+    """Seconds of a prompt of `n_p` tokens then `n_g` one-token steps (each fed the last
+    argmax), after `depth` tokens put in the cache untimed. Without a prompt or depth the
+    steps start from the first prompt token (the BOS), as llama-bench's tg does."""
+    model.reset()
+    if depth:
+        model.forward(prompt[:depth])
+    seconds = 0.0
+    tok = prompt[depth]
+    if n_p:
+        t0 = time.perf_counter()
+        logits = model.forward(prompt[depth: depth + n_p])
+        seconds += time.perf_counter() - t0
+        tok = int(np.argmax(logits))
+    for _ in range(n_g):
         t0 = time.perf_counter()
         logits = model.forward([tok])
         seconds += time.perf_counter() - t0
@@ -347,6 +399,24 @@ def _counts(values, name: str, low: int = 0) -> list[int]:
     if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low for v in values):
         raise ParameterError(f"{name} must be a non-empty list of integers >= {low}, got {values!r}")
     return list(dict.fromkeys(int(v) for v in values))
+
+
+def _env() -> dict:
+    import workbench
+    from workbench.machine import cpu_name
+
+    return {"commit": _commit(), "cpu": cpu_name(), "workbench": workbench.__version__,
+            "build_number": _build_number()}
+
+
+def _build_number() -> int:
+    """Commits in the checkout's history (0 outside a git checkout)."""
+    try:
+        out = subprocess.run(["git", "rev-list", "--count", "HEAD"], capture_output=True, text=True, timeout=10,
+                             cwd=Path(__file__).resolve().parent)
+        return int(out.stdout.strip()) if out.returncode == 0 else 0
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return 0
 
 
 def _commit() -> str:

@@ -12,7 +12,8 @@ Load options: --threads N, --ctx N, --profile {baseline,optimized,aggressive},
 --quant-threshold N|off, --quant-type {q8_0,q4_0}, --quantize-lm-head/--keep-lm-head,
 --requantize, --no-fuse, --kv-type {f16,f32}. SOURCE: a catalog name or derived variant
 (smollm2-135m:q4_0), a GGUF file, an HF directory or an HF repo id.
-    workbench bench SOURCE... [-p 32] [-n 64] [-t 1,2] [-r 5] [--peer llamacpp] [--md|--json|--csv]
+    workbench bench SOURCE... [-m SOURCE] [-p 32] [-n 64] [-pg 32,64] [-d 0,512] [-t 1,2] [-r 5]
+                    [--peer llamacpp] [-o md|csv|json|jsonl]
     workbench bench --membw [--refresh] [--json]
     workbench cache info|clear [--all] [--json]
     workbench sweep SOURCE... [-t 1,2] [-p 32] [-n 16] [--quant-threshold off,768] [--quant-type q8_0,q4_0]
@@ -199,8 +200,14 @@ def _parser() -> argparse.ArgumentParser:
                                    "tgN: N one-token steps) runs once to warm up, then -r times.")
     b.add_argument("sources", nargs="*", metavar="SOURCE", help="models to benchmark (catalog names, GGUF files, "
                                                                 "HF directories)")
+    b.add_argument("-m", "--model", action="append", default=[], metavar="SOURCE",
+                   help="a model to benchmark, as llama-bench's -m (repeatable; adds to SOURCE...)")
     b.add_argument("-p", "--n-prompt", default="32", metavar="N[,N...]", help="prompt lengths of ppN tests (0: none)")
     b.add_argument("-n", "--n-gen", default="64", metavar="N[,N...]", help="token counts of tgN tests (0: none)")
+    b.add_argument("-pg", action="append", default=[], metavar="PP,TG",
+                   help="a prompt of PP tokens then TG generated, timed together (repeatable)")
+    b.add_argument("-d", "--n-depth", default=None, metavar="N[,N...]",
+                   help="tokens in the KV cache before each test (default: 0 for pp, 8 for tg)")
     b.add_argument("-t", "--threads", default=None, metavar="T[,T...]", help="thread counts (default: all of numba's)")
     b.add_argument("-r", "--repetitions", default="5", metavar="R", help="timed repetitions per test (default 5)")
     b.add_argument("--peer", choices=["llamacpp"], default=None,
@@ -210,9 +217,11 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--profile", choices=list(PROFILES), default=None,
                    help="workbench load profile (default optimized)")
     out = b.add_mutually_exclusive_group()
-    out.add_argument("--md", action="store_true", help="markdown table (the default)")
-    out.add_argument("--json", action="store_true", help="a JSON list of records")
-    out.add_argument("--csv", action="store_true", help="CSV, one record a row")
+    out.add_argument("-o", "--output", choices=["md", "csv", "json", "jsonl"], default=None,
+                     help="output format, as llama-bench's -o (default md); records carry llama-bench's keys")
+    out.add_argument("--md", dest="output", action="store_const", const="md", help="same as -o md")
+    out.add_argument("--json", dest="output", action="store_const", const="json", help="same as -o json")
+    out.add_argument("--csv", dest="output", action="store_const", const="csv", help="same as -o csv")
     b.add_argument("--membw", action="store_true", help="STREAM-style memory bandwidth (read, copy, triad)")
     b.add_argument("--refresh", action="store_true", help="with --membw: measure again instead of reading the cache")
 
@@ -492,6 +501,7 @@ def _trace(args) -> int:
 def _bench(args) -> int:
     from workbench.errors import ParameterError
 
+    args.sources = list(args.sources) + list(args.model)
     if args.membw and args.sources:
         raise ParameterError("bench: give SOURCEs to benchmark or --membw, not both")
     if not args.membw and not args.sources:
@@ -525,61 +535,23 @@ def _bench_models(args) -> int:
     if len(reps) != 1:
         raise ParameterError(f"-r/--repetitions takes one count, got {args.repetitions!r}")
     records = []
+    pg = []
+    for text in args.pg:
+        parts = text.split(",")
+        if len(parts) != 2:
+            raise ParameterError(f"-pg takes PP,TG (two counts), got {text!r}")
+        pg.append(tuple(parse_counts(part, "-pg", 0)[0] for part in parts))
+    depth = None if args.n_depth is None else parse_counts(args.n_depth, "-d/--n-depth")
     for r in iter_bench(args.sources, n_prompt=parse_counts(args.n_prompt, "-p/--n-prompt"),
                         n_gen=parse_counts(args.n_gen, "-n/--n-gen"), threads=threads, reps=reps[0],
-                        peer=args.peer, profile=args.profile):
+                        peer=args.peer, profile=args.profile, n_pg=pg, n_depth=depth):
         peer = f" | llama.cpp {r.peer_tok_s:.2f} ± {r.peer_stdev:.2f}, ratio {r.ratio:.2f}" if r.peer else ""
         print(f"[bench] {r.model} {r.test} t={r.threads}: {r.tok_s:.2f} ± {r.stdev:.2f} tok/s{peer}", file=sys.stderr)
         records.append(r)
-    if args.json:
-        print(json.dumps([r.as_dict() for r in records], indent=1))
-    elif args.csv:
-        print(_bench_csv(records), end="")
-    else:
-        print(_bench_markdown(records))
+    from workbench.llama_bench import render
+
+    print(render(records, args.output or "md"), end="")
     return 0
-
-
-def _bench_markdown(records) -> str:
-    """llama-bench's table: one row per record, provenance below."""
-    peer = next((r.peer for r in records if r.peer), None)
-    head = ["model", "quant", "size", "params", "threads", "test", "workbench t/s"]
-    if peer:
-        head += ["llama.cpp t/s", "ratio"]
-    lines = ["| " + " | ".join(head) + " |",
-             "|" + "|".join("---:" if h in ("size", "params", "threads") or "t/s" in h or h == "ratio" else "---"
-                            for h in head) + "|"]
-    for r in records:
-        quant = f"{r.quant} ({r.converted} at load)" if r.converted else r.quant
-        row = [r.model, quant, f"{r.size_bytes / 2**20:.1f} MiB", f"{r.n_params / 1e6:.1f} M", str(r.threads),
-               r.test, f"{r.tok_s:.2f} ± {r.stdev:.2f}"]
-        if peer:
-            row += [f"{r.peer_tok_s:.2f} ± {r.peer_stdev:.2f}", f"{r.ratio:.2f}"] if r.peer else ["", ""]
-        lines.append("| " + " | ".join(row) + " |")
-    first = records[0]
-    reps = sorted({len(r.samples) for r in records})
-    lines.append("")
-    lines.append(f"workbench {first.workbench} (commit {first.commit}, profile {first.profile}) on {first.cpu}, "
-                 f"{first.timestamp}; mean ± stdev of {'/'.join(map(str, reps))} runs after 1 warm-up"
-                 + "".join(f"; tgN after {d} prompt tokens" for d in sorted({r.n_depth for r in records if r.n_gen}))
-                 + (f"; peer {peer}, timed by llama_perf_context, interleaved run by run" if peer else ""))
-    return "\n".join(lines)
-
-
-def _bench_csv(records) -> str:
-    """One row per record, every field; lists as JSON, missing values empty."""
-    import csv
-    import io
-
-    from workbench.bench import FIELDS
-
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(FIELDS), lineterminator="\n")
-    w.writeheader()
-    for r in records:
-        w.writerow({k: json.dumps(v) if isinstance(v, list) else ("" if v is None else v)
-                    for k, v in r.as_dict().items()})
-    return buf.getvalue()
 
 
 def _sweep(args) -> int:
