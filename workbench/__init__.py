@@ -19,6 +19,7 @@ _EXPORTS = {
     "Generation": ("workbench.engine.generator", "Generation"),
     "WorkbenchError": ("workbench.errors", "WorkbenchError"),
     "machine_bandwidth": ("workbench.machine", "machine_bandwidth"),
+    "compare": ("workbench.comparison", "compare"),
 }
 
 # `workbench.trace(...)` is the tracing context manager. Importing the subpackage first

@@ -49,6 +49,7 @@ class Model:
         """source: a parsed GGUFFile or an HFDirectory; use `workbench.load` to make one.
         The tokenizer is made after the weights, so that a bad tensor is reported first."""
         self.path = path
+        self._provenance = None
         self.source = source
         self.options = options
         self.threads = options.threads
@@ -149,13 +150,15 @@ class Model:
         last tokens (and the BOS token when the tokenizer adds one)."""
         stepper = self.start(prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, chat,
                              truncate, do_sample=do_sample, template=template, max_tokens=max_tokens)
-        return generate_from(stepper, on_token, current_tracer())
+        return generate_from(stepper, on_token, self._stamped(current_tracer()))
 
     def stream(self, prompt: str | Sequence[dict], max_new_tokens: int | None = None, **kwargs) -> Stream:
         """The generation `generate(prompt, ...)` would make, as an iterator of text
         pieces (`Stream`: `.events` has each token's id and seconds, `.generation` the
         final `Generation`). Everything is checked here, before the first `next()`."""
-        return Stream(self.start(prompt, max_new_tokens, **kwargs), current_tracer)
+        stepper = self.start(prompt, max_new_tokens, **kwargs)
+        self._stamped(current_tracer())
+        return Stream(stepper, current_tracer)
 
     def start(
         self,
@@ -215,11 +218,29 @@ class Model:
         if ids.min() < 0 or ids.max() >= self.config.vocab_size:
             raise ParameterError(f"token ids must lie in [0, {self.config.vocab_size})")
         set_threads(self.threads)
-        tracer = current_tracer()
+        tracer = self._stamped(current_tracer())
         logits = None
         for b in range(0, ids.size, self.state.n_batch):
             logits = self.net.forward(ids[b : b + self.state.n_batch], self.state, tracer)
         return logits
+
+    def provenance(self) -> dict:
+        """What this model runs on: file and sha256, formats, threads, kernels, CPU,
+        versions (`workbench.provenance`); every trace it records into carries it."""
+        if self._provenance is None:
+            from workbench.provenance import model_provenance
+
+            self._provenance = model_provenance(self)
+        return {**self._provenance, "threads": self.threads}
+
+    def _stamped(self, tracer):
+        """`tracer`, with this model's provenance put into its `meta` (keys the caller
+        set are kept) when it records."""
+        meta = getattr(tracer, "meta", None)
+        if getattr(tracer, "enabled", False) and isinstance(meta, dict):
+            for key, value in self.provenance().items():
+                meta.setdefault(key, value)
+        return tracer
 
     def __repr__(self) -> str:
         c = self.config

@@ -5,8 +5,9 @@
     workbench chat SOURCE [--system TEXT] [--template NAME] [sampling] [load options] [--json]
     workbench inspect FILE|DIR [--json]
     workbench convert SRC DST --to {gguf-q8_0,gguf-q4_0,gguf-f16,gguf-f32,hf-f32} [--overwrite] [--json]
-    workbench trace SOURCE --prompt TEXT [--max-tokens N] [--out trace.json] [--level op]
-                    [--html report.html] [load options] [--json]
+    workbench trace SOURCE --prompt TEXT [--max-tokens N] [--level op] [--out chrome.json] [--save trace.json]
+                    [--html report.html [--plotlyjs inline|cdn|PATH]] [load options] [--json]
+    workbench compare A B [--steps decode] [--sigmas 3] [--html chart.html] [--json]
 
 Load options: --threads N, --ctx N, --profile {baseline,optimized,aggressive},
 --quant-threshold N|off, --quant-type {q8_0,q4_0}, --quantize-lm-head/--keep-lm-head,
@@ -189,8 +190,13 @@ def _parser() -> argparse.ArgumentParser:
     _add_load_args(t)
     t.add_argument("--chat", action="store_true", help="wrap the prompt in the model's chat template")
     t.add_argument("--level", choices=["step", "layer", "op"], default="op")
-    t.add_argument("--out", "-o", default="trace.json", help="Chrome trace-event JSON (Perfetto, speedscope)")
-    t.add_argument("--html", default=None, help="also write a standalone HTML report with the charts")
+    t.add_argument("--out", "-o", default=None,
+                   help="write the Chrome trace-event JSON here (Perfetto, speedscope; workbench.trace.load reads it)")
+    t.add_argument("--save", default=None, help="write workbench's own trace JSON here (Tracer.save)")
+    t.add_argument("--html", default=None, help="write a standalone HTML report with the charts")
+    t.add_argument("--plotlyjs", default="inline", metavar="inline|cdn|PATH",
+                   help="--html: inline plotly.js once (default, opens offline), or load it from the CDN or a "
+                        "local plotly.min.js")
     t.add_argument("--no-roofline", action="store_true",
                    help="skip the bandwidth roofline (measuring it takes a few seconds the first time)")
     t.add_argument("--json", action="store_true", help="print one JSON object instead of the tables")
@@ -225,12 +231,34 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--membw", action="store_true", help="STREAM-style memory bandwidth (read, copy, triad)")
     b.add_argument("--refresh", action="store_true", help="with --membw: measure again instead of reading the cache")
 
+    cmp = sub.add_parser("compare", help="per-op / per-layer (traces) or per-test (bench files) differences of two "
+                                         "runs, flagging those beyond run-to-run noise")
+    cmp.add_argument("a", help="trace file (workbench or Chrome JSON) or bench results (-o json|jsonl)")
+    cmp.add_argument("b", help="the same kind of file, the run to compare with A")
+    cmp.add_argument("--steps", choices=["decode", "prefill", "all"], default="decode", help="traces: which steps")
+    cmp.add_argument("--sigmas", type=float, default=3.0, help="noise threshold in standard errors (default 3)")
+    cmp.add_argument("--html", default=None, help="also write the chart (plotly.js inlined)")
+    cmp.add_argument("--json", action="store_true")
+
     k = sub.add_parser("cache", help="where numba's compiled code for workbench lives: info, or clear it")
     k.add_argument("action", choices=["info", "clear"])
     k.add_argument("--all", action="store_true", help="clear: also this version's code (recompiled on next use)")
     k.add_argument("--json", action="store_true")
     _add_sweep_parser(sub)
     return p
+
+
+def _compare(args) -> int:
+    import workbench
+
+    result = workbench.compare(args.a, args.b, steps=args.steps, sigmas=args.sigmas)
+    if args.html:
+        result.figure().write_html(args.html, include_plotlyjs=True)
+    if args.json:
+        print(json.dumps(result.as_dict(), default=str))
+    else:
+        print(result.markdown(), end="")
+    return 0
 
 
 def _cache(args) -> int:
@@ -448,11 +476,10 @@ def _trace(args) -> int:
     from workbench.errors import ParameterError
     from workbench.trace import tracing
 
-    out = Path(args.out)
-    if not out.parent.is_dir():
-        raise ParameterError(f"--out {out}: directory {out.parent} does not exist")
-    if args.html and not Path(args.html).parent.is_dir():
-        raise ParameterError(f"--html {args.html}: directory {Path(args.html).parent} does not exist")
+    for flag in ("out", "save", "html"):
+        where = getattr(args, flag)
+        if where is not None and not Path(where).parent.is_dir():
+            raise ParameterError(f"--{flag} {where}: directory {Path(where).parent} does not exist")
     model = _load(args)
     # Untraced warm-up: the first call of each kernel loads it from numba's cache, which
     # is not what a trace should show.
@@ -470,23 +497,30 @@ def _trace(args) -> int:
         meta |= {"cpu": bw.cpu, "read_gbps": gbps}
     with tracing(args.level, meta) as tracer:
         gen = model.generate(args.prompt, max_tokens=args.max_tokens, chat=args.chat)
-    tracer.to_chrome_json(out)
+    written = []
+    if args.out:
+        tracer.to_chrome_json(args.out)
+        written.append(args.out)
+    if args.save:
+        tracer.save(args.save)
+        written.append(args.save)
     if args.html:
         from workbench.viz import report_html
 
-        report_html(tracer, args.html, gbps)
+        report_html(tracer, args.html, gbps, plotlyjs=args.plotlyjs)
+        written.append(args.html)
     summary = tracer.summary()
     roof = tracer.roofline(gbps) if gbps else None
 
     if args.json:
-        record = {**meta, "out": str(out), "level": args.level, **gen.as_dict(), "timings": summary}
+        record = {**tracer.meta, "out": args.out, "written": written, "level": args.level, **gen.as_dict(), "timings": summary}
         if roof is not None:
             record["roofline"] = [{"op": op, **row} for op, row in roof.round(6).iterrows()]
         print(json.dumps(record, default=float))
         return 0
     print(f"[{model.path.name}] {len(gen.prompt_tokens)} prompt tokens, {len(gen.tokens)} generated at "
           f"{gen.decode_tok_s:.1f} tok/s traced ({model.threads} thread{'s' if model.threads > 1 else ''}); "
-          f"{len(tracer.spans)} spans -> {out}")
+          f"{len(tracer.spans)} spans" + (f" -> {', '.join(written)}" if written else ""))
     _print_load_report(model)
     print(_format_summary(summary))
     if roof is not None:
@@ -614,7 +648,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"generate": _generate, "chat": _chat, "inspect": _inspect, "trace": _trace, "bench": _bench, "convert": _convert,
-                    "cache": _cache, "sweep": _sweep}
+                    "cache": _cache, "sweep": _sweep,
+                    "compare": _compare}
         return commands[args.command](args)
     except WorkbenchError as e:
         print(f"workbench: error: {e}", file=sys.stderr)

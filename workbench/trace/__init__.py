@@ -15,7 +15,7 @@ thread at a time.
     t.summary()                    # per-step breakdown, per-layer attn/ffn split
     t.roofline(gbps)               # per op: GB/s and fraction of the machine's bandwidth
     t.to_chrome_json("trace.json") # open in https://ui.perfetto.dev or speedscope
-    t.save("t.json"); Tracer.load("t.json")
+    t.save("t.json"); workbench.trace.load("t.json")   # also reads the Chrome export back
 """
 
 from contextlib import contextmanager
@@ -48,5 +48,12 @@ def tracing(level: str = "op", meta: dict | None = None):
         _current.reset(token)
 
 
+def load(path) -> Tracer:
+    """A trace saved with `Tracer.save` or exported with `to_chrome_json`, read back."""
+    return Tracer.load(path)
+
+
+tracing.load = load  # `workbench.trace` is the `tracing` function: `workbench.trace.load(path)` works too
+
 __all__ = ["LEVELS", "NULL_SPAN", "NULL_TRACER", "LogTracer", "NullTracer", "Span", "Tracer", "current",
-           "tracing", "step_summary"]
+           "tracing", "step_summary", "load"]

@@ -125,11 +125,17 @@ def save(tracer, path) -> None:
 
 
 def load(cls, path):
+    """A tracer of class `cls` from a file `save` wrote or from the Chrome trace JSON
+    `chrome_trace` wrote (its spans rebuilt from the events, timed to the microsecond
+    rounding of that format, and `meta` from `otherData`)."""
     from workbench.trace.spans import Span
 
     doc = json.loads(Path(path).read_text())
-    if doc.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a workbench trace file (format {doc.get('format')!r})")
+    if isinstance(doc, dict) and "traceEvents" in doc:
+        return _from_chrome(cls, doc, path)
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise ValueError(f"{path}: neither a workbench trace file nor a Chrome trace (format {got!r})")
     if doc.get("version") != VERSION:
         raise ValueError(f"{path}: trace file version {doc.get('version')!r}, this workbench reads {VERSION}")
     tracer = cls(doc["level"], doc.get("meta"))
@@ -139,4 +145,29 @@ def load(cls, path):
             attrs["shape"] = tuple(attrs["shape"])
         tracer._append(Span(d["name"], d["path"], d["depth"], d["parent"], d["start"], d["seconds"],
                             d["kind"], d["layer"], attrs))
+    return tracer
+
+
+def _from_chrome(cls, doc: dict, path):
+    """Spans from the complete ("X") events of a Chrome trace workbench wrote: events
+    come parents first, and an event's parent is the latest one whose `path` is its own
+    minus the last part."""
+    from workbench.trace.spans import Span
+
+    other = dict(doc.get("otherData") or {})
+    if other.pop("generator", None) != "workbench":
+        raise ValueError(f"{path}: not a workbench trace: a Chrome trace workbench did not write (otherData.generator)")
+    tracer = cls(other.pop("level", "op"), other)
+    latest: dict[str, int] = {}
+    for i, e in enumerate(ev for ev in doc["traceEvents"] if ev.get("ph") == "X"):
+        args = dict(e.get("args") or {})
+        span_path, layer = args.pop("path", e["name"]), args.pop("layer", -1)
+        args.pop("GB/s", None)  # derived from bytes and seconds
+        if isinstance(args.get("shape"), list):
+            args["shape"] = tuple(args["shape"])
+        parent_path = span_path.rpartition("/")[0]
+        parent = latest.get(parent_path, -1) if parent_path else -1
+        tracer._append(Span(e["name"], span_path, span_path.count("/"), parent, e["ts"] / 1e6, e["dur"] / 1e6,
+                            e.get("cat", "block"), layer, args))
+        latest[span_path] = i
     return tracer

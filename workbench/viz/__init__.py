@@ -8,6 +8,7 @@
     viz.bandwidth(t, roof); viz.roofline(t, roof)
     viz.decode_timeline(t)
     viz.report_html(t, "report.html", roof)
+    viz.comparison(workbench.compare(t1, t2))   # B - A per op and layer, noise as whiskers
     df = workbench.sweep.load("sweep.parquet")
     viz.speed_vs_threshold(df); viz.thread_scaling(df); viz.kernel_variants(df)
 
@@ -24,11 +25,12 @@ try:
 except ImportError as e:  # pragma: no cover - depends on the environment
     raise ImportError("workbench.viz needs plotly: pip install 'workbench[viz]'") from e
 
+from workbench.viz.compare import comparison
 from workbench.viz.flame import flame, icicle
 from workbench.viz.report import report_html
 from workbench.viz.roofline import bandwidth, roofline
 from workbench.viz.steps import decode_timeline, layer_breakdown
 from workbench.viz.sweep import kernel_variants, speed_vs_threshold, thread_scaling
 
-__all__ = ["bandwidth", "decode_timeline", "flame", "icicle", "kernel_variants", "layer_breakdown", "report_html",
+__all__ = ["bandwidth", "comparison", "decode_timeline", "flame", "icicle", "kernel_variants", "layer_breakdown", "report_html",
            "roofline", "speed_vs_threshold", "thread_scaling"]
