@@ -191,7 +191,7 @@ def test_roofline_points_and_memory_roof(traces):
     *points, roof_line = fig.data
     assert roof_line.mode == "lines" and all(_close(y / x, ROOF) for x, y in zip(roof_line.x, roof_line.y))
     ops = {c[0]: (x, y) for d in points for c, x, y in zip(d.customdata, d.x, d.y)}
-    assert {"attn_output", "ffn_down", "output", "softmax"} <= set(ops) and "kv_cache" not in ops  # no flops
+    assert {"attn_output", "ffn_down", "output", "attention"} <= set(ops) and "kv_cache" not in ops  # no flops
     df = t.frame()
     wo = df[(df["op"] == "attn_output") & df["step"].str.startswith("decode")]
     assert _close(ops["attn_output"][0], wo["flops"].sum() / wo["bytes"].sum())
