@@ -15,7 +15,7 @@ PROMPT ?= The three most important ideas in computer science are
 LLAMA_NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
 LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 
-.PHONY: install demo test test-fast peer goldens goldens-hf clean
+.PHONY: install demo test test-fast docs peer goldens goldens-hf clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ test: install
 
 test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The tutorials as static HTML with their charts (executed with small settings): docs/_build/index.html
+docs: install
+	$(BIN)/python scripts/build_docs.py
 
 # The reference implementation, for regenerating golden files and side-by-side benchmarks.
 # Built from source with the flags above and never from pip's wheel cache: a cached wheel
