@@ -98,6 +98,8 @@ def test_max_tokens_alias_and_do_sample(smollm2):
     assert a.tokens == b.tokens
     with pytest.raises(ParameterError, match="do_sample=True needs temperature > 0"):
         smollm2.generate("Hi", do_sample=True, temperature=0)
+    with pytest.raises(ParameterError, match="max_new_tokens must be an integer >= 1"):
+        smollm2.generate("Hi", max_new_tokens=0)
     with pytest.raises(ParameterError, match="disagree"):
         smollm2.generate("Hi", max_new_tokens=4, max_tokens=5)
     with pytest.raises(ParameterError, match="messages"):

@@ -33,7 +33,8 @@ def max_new_tokens(max_new: int | None, max_tokens: int | None) -> int:
                              "give one")
     n = max_new if max_new is not None else max_tokens if max_tokens is not None else DEFAULT_MAX_NEW_TOKENS
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ParameterError(f"max_new_tokens must be an integer >= 1, got {n!r}")
+        name = "max_tokens" if max_new is None and max_tokens is not None else "max_new_tokens"  # the caller's word
+        raise ParameterError(f"{name} must be an integer >= 1, got {n!r}")
     return n
 
 
