@@ -22,18 +22,10 @@ from workbench.cli import main
 from workbench.errors import ParameterError, WorkbenchError
 from workbench.kernels.jit import max_threads
 
+from tests._models import has_llama_bench
+
 TINY = dict(n_prompt=[4], n_gen=[4], threads=[1], reps=2)
 TINY_ARGS = ["-p", "4", "-n", "4", "-r", "2", "-t", "1"]
-
-
-def _has_llama_bench() -> bool:
-    from workbench.peers import PeerUnavailableError, llamacpp
-
-    try:
-        llamacpp.check_build()
-    except PeerUnavailableError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -130,7 +122,7 @@ def test_peer_runs_interleaved_and_ratio_is_ours_over_theirs(monkeypatch):
     assert got[1].peer_roof_frac == pytest.approx(got[1].peer_gbps / got[1].roof_gbps)
 
 
-@pytest.mark.skipif(not _has_llama_bench(), reason="llama.cpp's llama-bench is not built here (make peer)")
+@pytest.mark.skipif(not has_llama_bench(), reason="llama.cpp's llama-bench is not built here (make peer)")
 def test_llamacpp_peer_on_the_same_file():
     got = bench(["smollm2-135m"], peer="llamacpp", **TINY)
     assert [r.test for r in got] == ["pp4", "tg4"]

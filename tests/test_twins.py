@@ -15,6 +15,8 @@ from workbench.convert.twins import TWINS, build_twin, fit_vocab, tensor_shapes
 from workbench.formats.gguf import GGUFFile
 from workbench.formats.tokenizer import Tokenizer
 
+from tests._models import has_llama_bench
+
 SMALL = {
     "tinyllama-1.1b": dict(n_layers=2, d_model=128, d_ff=256, n_heads=4, n_kv_heads=2, head_dim=32, vocab=1000),
     "gemma3-1b": dict(n_layers=7, d_model=128, d_ff=256, n_heads=2, n_kv_heads=1, head_dim=64, vocab=4096,
@@ -147,17 +149,7 @@ def test_fit_vocab_cuts_pads_and_keeps_end_of_text_last():
         fit_vocab(dict(meta, **{"tokenizer.ggml.eos_token_id": kv(4, "UINT32")}), 3)
 
 
-def _has_llama_bench() -> bool:
-    from workbench.peers import PeerUnavailableError, llamacpp
-
-    try:
-        llamacpp.check_build()
-    except PeerUnavailableError:
-        return False
-    return True
-
-
-@pytest.mark.skipif(not _has_llama_bench(), reason="llama.cpp's llama-bench is not built here (make peer)")
+@pytest.mark.skipif(not has_llama_bench(), reason="llama.cpp's llama-bench is not built here (make peer)")
 @pytest.mark.parametrize("name", list(SMALL))
 def test_llama_cpp_runs_the_gguf(built, name):
     from workbench.peers.llamacpp import run_llama_bench
