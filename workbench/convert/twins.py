@@ -39,6 +39,9 @@ whole or not at all (built under `.NAME.partial-PID`, renamed into place), a loc
 serializes processes making the same twin, and a cached twin is reused when its sidecar
 matches the spec, the version and the files' sizes. It does not hash multi-GB files on
 every load (`verify=True` does); a damaged twin is remade by `twin(name, rebuild=True)`.
+Measured here: tinyllama-1.1b takes ~1.5 min (the reference Q4_0 quantizer) and 0.6 GB
+of disk, gpt2-124m 10 s and 0.9 GB, gemma3-1b ~2 min, 7.5 GB of disk and ~8 GB of memory
+(the HF writer holds the whole F32 model while it serializes).
 """
 
 from __future__ import annotations
