@@ -68,10 +68,19 @@ open(path, "w").write(text.replace(call, barrier + call, 1))
 EOF
 fi
 
-# 3. configure and build llama-bench and the shared libraries
+# 3. configure and build llama-bench and the shared libraries (cmake and ninja from PyPI
+#    when the machine has no cmake; Make when it has no ninja)
 CC=${CC:-gcc}
 CXX=${CXX:-g++}
-cmake -S "$LLAMA" -B "$BUILD" -G Ninja \
+if ! command -v cmake >/dev/null 2>&1; then
+    "$PY" -m pip install -q cmake ninja
+    export PATH="$VENV/bin:$PATH"
+fi
+GENERATOR=()
+if command -v ninja >/dev/null 2>&1; then
+    GENERATOR=(-G Ninja)
+fi
+cmake -S "$LLAMA" -B "$BUILD" "${GENERATOR[@]}" \
     -DCMAKE_C_COMPILER="$CC" -DCMAKE_CXX_COMPILER="$CXX" \
     -DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=ON -DGGML_NATIVE=ON \
     -DLLAMA_BUILD_TOOLS=ON -DLLAMA_BUILD_COMMON=ON -DLLAMA_BUILD_TESTS=OFF \
