@@ -17,6 +17,11 @@ Load options: --threads N, --ctx N, --profile {baseline,optimized,aggressive},
     workbench sweep SOURCE... [-t 1,2] [-p 32] [-n 16] [--quant-threshold off,768] [--quant-type q8_0,q4_0]
                     [--kv-type f16,f32] [--kernel default,serial] [--cpu-kind EPYC,Xeon] [--score TEXTFILE]
                     --out sweep.parquet [--scheduler tcp://HOST:8786] [--resume | --overwrite] [--json]
+    workbench twin NAME [--rebuild] [--verify] [--json]
+
+`twin NAME` makes a shape twin (tinyllama-1.1b, gemma3-1b, gpt2-124m: random weights at
+the real shapes and formats) into the cache and prints its files; `twin:NAME` as a
+SOURCE makes it on first use too (`twin:NAME:gguf` is its GGUF file).
 
 Bad input (a missing file, a bad value) prints one line on stderr and exits with 2;
 this is the only place in workbench that prints.
@@ -143,7 +148,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("-t", "--threads", default=None, metavar="T[,T...]", help="thread counts (default: all of numba's)")
     b.add_argument("-r", "--repetitions", default="5", metavar="R", help="timed repetitions per test (default 5)")
     b.add_argument("--peer", choices=["llamacpp"], default=None,
-                   help="also run each test through llama.cpp (llama-cpp-python) on the same GGUF, interleaved")
+                   help="also run each test through llama.cpp's llama-bench (`make peer`) on the same GGUF, "
+                        "interleaved")
     from workbench.engine.options import PROFILES
 
     b.add_argument("--profile", choices=list(PROFILES), default=None,
@@ -160,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--all", action="store_true", help="clear: also this version's code (recompiled on next use)")
     k.add_argument("--json", action="store_true")
     _add_sweep_parser(sub)
+    _add_twin_parser(sub)
     return p
 
 
@@ -216,6 +223,30 @@ def _add_sweep_parser(sub) -> None:
     again.add_argument("--resume", action="store_true", help="skip the points --out holds as finished")
     again.add_argument("--overwrite", action="store_true", help="replace --out")
     s.add_argument("--json", action="store_true", help="print this run's records, one JSON object a line")
+
+
+def _add_twin_parser(sub) -> None:
+    w = sub.add_parser("twin", help="make a shape twin (random weights, real shapes) into the cache",
+                       description="Shape twins of the models of rustml's trace report, for speed at real size; "
+                                   "never for claims about text. Deterministic (fixed seed).")
+    w.add_argument("name", help="tinyllama-1.1b, gemma3-1b or gpt2-124m")
+    w.add_argument("--rebuild", action="store_true", help="make it again even when a cached copy matches")
+    w.add_argument("--verify", action="store_true", help="check the cached files' sha256 (slow for GBs)")
+    w.add_argument("--json", action="store_true")
+
+
+def _twin(args) -> int:
+    from workbench.convert.twins import twin_files
+
+    files = twin_files(args.name, progress=not args.json, rebuild=args.rebuild, verify=args.verify)
+    if args.json:
+        print(json.dumps({k: str(v) for k, v in files.items()}))
+        return 0
+    for kind, path in files.items():
+        size = sum(p.stat().st_size for p in path.rglob("*")) if path.is_dir() else path.stat().st_size
+        print(f"{kind:5} {path} ({size / 2**30:.2f} GiB); load it as twin:{args.name}"
+              + (":gguf" if kind == "gguf" and "hf" in files else ""))
+    return 0
 
 
 def _generate(args) -> int:
@@ -434,7 +465,9 @@ def _bench_models(args) -> int:
                         n_gen=parse_counts(args.n_gen, "-n/--n-gen"), threads=threads, reps=reps[0],
                         peer=args.peer, profile=args.profile):
         peer = f" | llama.cpp {r.peer_tok_s:.2f} ± {r.peer_stdev:.2f}, ratio {r.ratio:.2f}" if r.peer else ""
-        print(f"[bench] {r.model} {r.test} t={r.threads}: {r.tok_s:.2f} ± {r.stdev:.2f} tok/s{peer}", file=sys.stderr)
+        gbps = f", {r.gbps:.1f} GB/s" if r.gbps is not None else ""
+        print(f"[bench] {r.model} {r.test} t={r.threads}: {r.tok_s:.2f} ± {r.stdev:.2f} tok/s{gbps}{peer}",
+              file=sys.stderr)
         records.append(r)
     if args.json:
         print(json.dumps([r.as_dict() for r in records], indent=1))
@@ -448,26 +481,39 @@ def _bench_models(args) -> int:
 def _bench_markdown(records) -> str:
     """llama-bench's table: one row per record, provenance below."""
     peer = next((r.peer for r in records if r.peer), None)
-    head = ["model", "quant", "size", "params", "threads", "test", "workbench t/s"]
+    build = next((r.peer_build for r in records if r.peer_build), None)
+    roof = any(r.roof_frac is not None for r in records)
+    head = ["model", "quant", "size", "params", "threads", "test", "workbench t/s", "GB/s"] + (["% read bw"] * roof)
     if peer:
-        head += ["llama.cpp t/s", "ratio"]
+        head += ["llama.cpp t/s", "ratio", "llama.cpp GB/s"] + (["llama.cpp % read bw"] * roof)
+    right = ("size", "params", "threads", "ratio")
     lines = ["| " + " | ".join(head) + " |",
-             "|" + "|".join("---:" if h in ("size", "params", "threads") or "t/s" in h or h == "ratio" else "---"
+             "|" + "|".join("---:" if h in right or "t/s" in h or "GB/s" in h or "%" in h else "---"
                             for h in head) + "|"]
+
+    def num(v, fmt):
+        return "" if v is None else format(v, fmt)
+
     for r in records:
         quant = f"{r.quant} ({r.converted} at load)" if r.converted else r.quant
         row = [r.model, quant, f"{r.size_bytes / 2**20:.1f} MiB", f"{r.n_params / 1e6:.1f} M", str(r.threads),
-               r.test, f"{r.tok_s:.2f} ± {r.stdev:.2f}"]
+               r.test, f"{r.tok_s:.2f} ± {r.stdev:.2f}", num(r.gbps, ".1f")]
+        row += [num(r.roof_frac and 100 * r.roof_frac, ".0f")] * roof
         if peer:
-            row += [f"{r.peer_tok_s:.2f} ± {r.peer_stdev:.2f}", f"{r.ratio:.2f}"] if r.peer else ["", ""]
+            row += [f"{r.peer_tok_s:.2f} ± {r.peer_stdev:.2f}", f"{r.ratio:.2f}", num(r.peer_gbps, ".1f")] \
+                if r.peer else ["", "", ""]
+            row += [num(r.peer_roof_frac and 100 * r.peer_roof_frac, ".0f")] * roof
         lines.append("| " + " | ".join(row) + " |")
     first = records[0]
     reps = sorted({len(r.samples) for r in records})
     lines.append("")
-    lines.append(f"workbench {first.workbench} (commit {first.commit}, profile {first.profile}) on {first.cpu}, "
-                 f"{first.timestamp}; mean ± stdev of {'/'.join(map(str, reps))} runs after 1 warm-up"
-                 + "".join(f"; tgN after {d} prompt tokens" for d in sorted({r.n_depth for r in records if r.n_gen}))
-                 + (f"; peer {peer}, timed by llama_perf_context, interleaved run by run" if peer else ""))
+    roofs = sorted({(r.threads, r.roof_gbps) for r in records if r.roof_gbps is not None})
+    lines.append(f"workbench {first.workbench} (commit {first.commit}, profile {first.profile}) on {first.cpu} "
+                 f"({first.cpu_flags}), {first.timestamp}; mean ± stdev of {'/'.join(map(str, reps))} runs after "
+                 "1 warm-up" + "".join(f"; tgN after {d} prompt tokens" for d in
+                                       sorted({r.n_depth for r in records if r.n_gen}))
+                 + ("; read bandwidth " + ", ".join(f"{g:.1f} GB/s at t={t}" for t, g in roofs) if roofs else "")
+                 + (f"; peer {peer} built with {build}, interleaved run by run" if peer else ""))
     return "\n".join(lines)
 
 
@@ -547,7 +593,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"generate": _generate, "inspect": _inspect, "trace": _trace, "bench": _bench, "convert": _convert,
-                    "cache": _cache, "sweep": _sweep}
+                    "cache": _cache, "sweep": _sweep, "twin": _twin}
         return commands[args.command](args)
     except WorkbenchError as e:
         print(f"workbench: error: {e}", file=sys.stderr)
