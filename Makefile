@@ -7,14 +7,6 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 PROMPT ?= The three most important ideas in computer science are
 
-# llama.cpp is built for the CPU it is built on (-march=native: machines here differ, some
-# have AVX-512 and AMX, some only AVX2), with the AMX code left out: GCC 12 miscompiles it
-# and the build then dies in batched decode (see ../shared/DESIGN.md). GCC's explicit
-# -mno-* flags (CMake takes CFLAGS/CXXFLAGS from the environment) win over -march=native
-# whatever their order, so __AMX_INT8__ stays undefined.
-LLAMA_NO_AMX := -mno-amx-tile -mno-amx-int8 -mno-amx-bf16
-LLAMA_CMAKE_ARGS := -DGGML_NATIVE=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
-
 .PHONY: install demo test test-fast docs peer goldens goldens-hf clean
 
 $(STAMP): pyproject.toml
@@ -46,19 +38,16 @@ test-fast: install
 docs: install
 	$(BIN)/python scripts/build_docs.py
 
-# The reference implementation, for regenerating golden files and side-by-side benchmarks.
-# Built from source with the flags above and never from pip's wheel cache: a cached wheel
-# of the same version may have been built natively (AMX in it), and that one segfaults in
-# batched decode. An installed build that passes the check (run in its own process, so a
-# crash is only a failed check) is kept.
+# The peer: llama.cpp from llama-cpp-python 0.3.36's vendored tree (PyPI source archive),
+# built natively for this CPU (AMX included where the CPU has it, with the GCC 12 fix; see
+# scripts/build_llamacpp.sh), with its own llama-bench, into $(VENV)/llama.cpp; the Python
+# binding is installed on the same libraries, for golden files and notebook 06. A build
+# that passes the check (made on this CPU, run in its own process, so a crash is only a
+# failed check) is kept; otherwise it is (re)built. JOBS=2 compiles on two cores.
 LLAMA_CHECK = $(BIN)/python -m workbench.peers.llamacpp --check \
 	--smoke "$$($(BIN)/python -c 'from workbench.formats.catalog import resolve; print(resolve("smollm2-135m"))')"
 peer: install
-	$(LLAMA_CHECK) 2>/dev/null || { \
-		$(BIN)/pip uninstall -y -q llama-cpp-python; \
-		CFLAGS="$(LLAMA_NO_AMX)" CXXFLAGS="$(LLAMA_NO_AMX)" CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" \
-			$(BIN)/pip install --no-cache-dir --no-binary llama-cpp-python \
-			llama-cpp-python==0.3.36 && $(LLAMA_CHECK); }
+	$(LLAMA_CHECK) || { scripts/build_llamacpp.sh $(VENV) && $(LLAMA_CHECK); }
 
 goldens: peer
 	$(BIN)/python scripts/make_goldens.py

@@ -35,3 +35,14 @@ def smollm2_path() -> Path:
 def gemma3_path() -> Path:
     """Gemma 3 270M Q4_K_M GGUF, assembled into the workbench cache on first use."""
     return _path("gemma3-270m")
+
+
+def has_llama_bench() -> bool:
+    """Whether `make peer` built llama.cpp's llama-bench for this CPU in this environment."""
+    from workbench.peers import PeerUnavailableError, llamacpp
+
+    try:
+        llamacpp.check_build()
+    except PeerUnavailableError:
+        return False
+    return True

@@ -22,16 +22,10 @@ from workbench.cli import main
 from workbench.errors import ParameterError, WorkbenchError
 from workbench.kernels.jit import max_threads
 
+from tests._models import has_llama_bench
+
 TINY = dict(n_prompt=[4], n_gen=[4], threads=[1], reps=2)
 TINY_ARGS = ["-p", "4", "-n", "4", "-r", "2", "-t", "1"]
-
-
-def _has_llama_cpp() -> bool:
-    try:
-        import llama_cpp  # noqa: F401
-    except ImportError:
-        return False
-    return True
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +42,31 @@ def test_one_record_per_test_with_provenance(records):
         assert r.quant == "Q4_1" and r.size_bytes > 50 * 2**20 and 100e6 < r.n_params < 200e6
         assert r.profile == "optimized" and r.weight_bytes > 0
         assert r.commit and r.cpu and r.workbench == workbench.__version__
+        assert isinstance(r.cpu_flags, str)
         assert datetime.datetime.fromisoformat(r.timestamp).tzinfo is not None
         assert r.peer is None and r.peer_tok_s is None and r.peer_samples is None and r.ratio is None
+        assert r.peer_build is None and r.peer_gbps is None
+
+
+def test_decode_rows_carry_bytes_and_bandwidth(records):
+    pp, tg = records
+    assert pp.bytes_per_token is None and pp.gbps is None and pp.roof_frac is None
+    # the weights as read, less the 49152-row embedding table but one row (the lm_head is it)
+    assert 0.5 * tg.weight_bytes < tg.bytes_per_token < 1.1 * tg.weight_bytes
+    assert tg.gbps == pytest.approx(tg.bytes_per_token * tg.tok_s / 1e9)
+    assert tg.roof_gbps > 0 and tg.roof_frac == pytest.approx(tg.gbps / tg.roof_gbps)
+
+
+def test_decode_bytes_count_the_kv_cache_and_the_peer_file():
+    model = workbench.load("smollm2-135m", n_ctx=64)
+    cfg = model.config
+    # K and V, f16, every layer, per position
+    per_position = 2 * cfg.n_layers * cfg.n_kv_heads * cfg.head_dim * 2
+    assert wb.decode_bytes(model, 10) - wb.decode_bytes(model, 0) == 10 * per_position
+    peer = wb.peer_decode_bytes(model.path, model, 0)
+    # tied embeddings: the whole table is the lm_head, read every step, on both sides
+    assert peer == sum(t.n_bytes for t in model.source.tensors.values())
+    assert wb.kv_bytes(cfg, 4, "f32") == 2 * wb.kv_bytes(cfg, 4, "f16")
 
 
 def test_mean_and_stdev_come_from_the_samples(records):
@@ -88,6 +105,7 @@ def test_peer_runs_interleaved_and_ratio_is_ours_over_theirs(monkeypatch):
 
     log = []
     monkeypatch.setattr(peers, "peer_version", lambda name: "fake 1.0")
+    monkeypatch.setattr(peers, "peer_build", lambda name: "cc 1, -march=native, AMX off")
     monkeypatch.setattr(peers, "open_peer", lambda name, path, threads, n_ctx: _FakePeer(log))
     prefill, decode = wb._prefill, wb._decode
     monkeypatch.setattr(wb, "_prefill", lambda m, ids: log.append(("ours", "pp", len(ids))) or prefill(m, ids))
@@ -98,15 +116,18 @@ def test_peer_runs_interleaved_and_ratio_is_ours_over_theirs(monkeypatch):
                   [(who, "tg", 4) for _ in range(3) for who in ("ours", "peer")] + [("peer", "close", 0)]
     for r in got:
         assert r.peer == "fake 1.0" and r.peer_samples == [8.0, 8.0] and r.peer_tok_s == 8.0 and r.peer_stdev == 0
+        assert r.peer_build == "cc 1, -march=native, AMX off" and r.peer_model_path == r.model_path
         assert r.ratio == pytest.approx(r.tok_s / r.peer_tok_s)
+    assert got[1].peer_gbps == pytest.approx(got[1].peer_bytes_per_token * 8.0 / 1e9)
+    assert got[1].peer_roof_frac == pytest.approx(got[1].peer_gbps / got[1].roof_gbps)
 
 
-@pytest.mark.skipif(not _has_llama_cpp(), reason="llama-cpp-python is not installed (make peer)")
+@pytest.mark.skipif(not has_llama_bench(), reason="llama.cpp's llama-bench is not built here (make peer)")
 def test_llamacpp_peer_on_the_same_file():
     got = bench(["smollm2-135m"], peer="llamacpp", **TINY)
     assert [r.test for r in got] == ["pp4", "tg4"]
     for r in got:
-        assert r.peer.startswith("llama.cpp via llama-cpp-python ")
+        assert r.peer.startswith("llama.cpp ") and "llama-bench" in r.peer and "AMX" in r.peer_build
         assert len(r.peer_samples) == 2 and min(r.peer_samples) > 0
         assert r.peer_tok_s == pytest.approx(statistics.mean(r.peer_samples))
         assert r.peer_stdev == pytest.approx(statistics.stdev(r.peer_samples))
@@ -151,7 +172,8 @@ def test_cli_markdown_is_a_table(records, monkeypatch, capsys, peer):
     assert head[:7] == ["model", "size", "params", "backend", "threads", "test", "t/s"]
     assert len(rule) == len(head) and all(set(c) <= set("-:") for c in rule)
     assert [row[5] for row in body] == ["pp4", f"tg4 @ d{wb.TG_PROMPT}"] and all(len(row) == len(head) for row in body)
-    assert ("llama.cpp t/s" in head and body[0][-1] == "2.00") == peer
+    assert ("llama.cpp t/s" in head and body[0][head.index("ratio")] == "2.00") == peer
+    assert body[1][head.index("GB/s")] == f"{records[1].gbps:.1f}" and body[0][head.index("GB/s")] == ""
     assert records[0].commit in lines[-2] and records[0].cpu in lines[-1]
 
 
@@ -197,11 +219,11 @@ def test_cli_errors(capsys, tmp_path):
     _fails(capsys, [str(hf), "-t", "1", "--peer", "llamacpp"], "GGUF", "HF directory")
 
 
-def test_cli_peer_not_installed(capsys, monkeypatch):
-    import sys
+def test_cli_peer_not_installed(capsys, monkeypatch, tmp_path):
+    from workbench.peers import llamacpp
 
-    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` raises ImportError
-    _fails(capsys, ["smollm2-135m", "-t", "1", "--peer", "llamacpp"], "pip install llama-cpp-python", "make peer")
+    monkeypatch.setattr(llamacpp, "install_dir", lambda: tmp_path / "llama.cpp")  # nothing built there
+    _fails(capsys, ["smollm2-135m", "-t", "1", "--peer", "llamacpp"], "not built", "make peer")
 
 
 def test_library_errors_are_workbench_errors():
@@ -213,23 +235,65 @@ def test_library_errors_are_workbench_errors():
         bench(["smollm2-135m"], peer="vllm", **TINY)
 
 
-def test_peer_refuses_a_build_with_amx_code(monkeypatch):
-    # a native llama.cpp build on an AMX CPU dies in batched decode (SIGSEGV, taking the
-    # test process with it): the peer reads the compiled features and refuses first
-    import sys
-    import types
+def test_peer_refuses_a_build_from_another_cpu_or_with_unfixed_amx():
+    # A native build runs only on the CPU it was made for; on an AMX CPU, GCC 12's AMX
+    # code dies in batched decode (SIGSEGV, taking the process with it) without the
+    # tile-configuration fix that `make peer` applies and records.
+    from workbench.peers.llamacpp import build_problem
 
+    flags = ["avx2", "avx512f", "amx_tile", "amx_int8"]
+    build = {"cpu": "Intel Xeon", "cpu_flags": sorted(flags + ["sse2"]), "amx": True, "amx_patch": True}
+    assert build_problem(build, "Intel Xeon", flags) is None
+    assert "make peer" in build_problem(None, "Intel Xeon", flags)
+    assert "another CPU" in build_problem(build, "AMD EPYC", flags)
+    assert "another CPU" in build_problem(build, "Intel Xeon", flags[:2])
+    assert "fix" in build_problem(dict(build, amx_patch=False), "Intel Xeon", flags)
+    info = "CPU : AVX2 = 1 | AMX_INT8 = 1 | "
+    assert "fix" in build_problem(dict(build, amx=False, amx_patch=False), "Intel Xeon", flags, info)
+    assert build_problem(dict(build, amx=False, amx_patch=False), "Intel Xeon", flags, "CPU : AVX2 = 1 |") is None
+
+
+def _fake_llama_bench(tmp_path, samples_ns):
+    """An install dir whose llama-bench logs its argv and prints one JSON record."""
+    bindir = tmp_path / "llama.cpp" / "bin"
+    bindir.mkdir(parents=True)
+    log = tmp_path / "argv.log"
+    record = {"build_commit": "abc", "n_prompt": 0, "n_gen": 0, "avg_ts": 1.0, "samples_ns": samples_ns,
+              "samples_ts": [1.0] * len(samples_ns)}
+    script = bindir / "llama-bench"
+    script.write_text(f"#!/bin/sh\necho \"$@\" >> {log}\ncat <<'EOF'\n{json.dumps([record])}\nEOF\n")
+    script.chmod(0o755)
+    return log
+
+
+def test_llama_bench_peer_asks_for_one_test_per_call(monkeypatch, tmp_path):
+    import os
+
+    from workbench.peers import llamacpp
+
+    log = _fake_llama_bench(tmp_path, [250_000_000])
+    monkeypatch.setattr(llamacpp, "install_dir", lambda: tmp_path / "llama.cpp")
+    monkeypatch.setattr(llamacpp, "_usable_build", lambda: {})
+    peer = llamacpp.LlamaBenchPeer.__new__(llamacpp.LlamaBenchPeer)
+    peer.path, peer.threads, peer.records = tmp_path / "m.gguf", 2, []
+    assert peer.prefill([1] * 32) == 0.25 and peer.decode([1] * 8, 16) == 0.25
+    pp, tg = [line.split() for line in log.read_text().splitlines()]
+
+    def opt(argv, flag):
+        return argv[argv.index(flag) + 1]
+
+    assert [opt(pp, f) for f in ("-p", "-n", "-d", "-t", "-r", "-fa", "-o")] == ["32", "0", "0", "2", "1", "off", "json"]
+    assert [opt(tg, f) for f in ("-p", "-n", "-d")] == ["0", "16", "8"]
+    assert len(peer.records) == 2 and os.access(llamacpp.llama_bench_path(), os.X_OK)
+
+
+def test_llama_bench_failures_are_peer_errors(monkeypatch, tmp_path):
     from workbench.peers import PeerUnavailableError, llamacpp
 
-    info = b"CPU : SSE3 = 1 | AVX2 = 1 | AVX512 = 1 | AMX_INT8 = 1 | LLAMAFILE = 1 | "
-    fake = types.SimpleNamespace(__version__="0.3.36", llama_print_system_info=lambda: info)
-    monkeypatch.setitem(sys.modules, "llama_cpp", fake)
-    assert "AMX_INT8" in llamacpp.build_problem()
-    with pytest.raises(PeerUnavailableError, match="make peer"):
-        llamacpp.LlamaCppPeer("any.gguf", threads=1, n_ctx=64)
-    assert llamacpp._main(["--check"]) == 1
-    fake.llama_print_system_info = lambda: info.replace(b"AMX_INT8 = 1 | ", b"")
-    assert llamacpp.build_problem() is None
-    assert llamacpp._main(["--check"]) == 0
-    fake.__version__ = "0.3.20"
-    assert llamacpp._main(["--check"]) == 1
+    _fake_llama_bench(tmp_path, [])  # a record without samples
+    monkeypatch.setattr(llamacpp, "install_dir", lambda: tmp_path / "llama.cpp")
+    with pytest.raises(PeerUnavailableError, match="no usable JSON"):
+        llamacpp.run_llama_bench(tmp_path / "m.gguf", threads=1, n_prompt=4, n_gen=0)
+    (tmp_path / "llama.cpp" / "bin" / "llama-bench").write_text("#!/bin/sh\necho boom >&2\nexit 3\n")
+    with pytest.raises(PeerUnavailableError, match="exit 3.*boom"):
+        llamacpp.run_llama_bench(tmp_path / "m.gguf", threads=1, n_prompt=4, n_gen=0)

@@ -21,7 +21,7 @@ ALLOWED = {
     "models": {"models", "nn", "kernels", "quant", "formats", "trace"},
     "engine": {"engine", "models", "nn", "kernels", "quant", "formats", "trace"},
     "convert": {"convert", "models", "quant", "formats"},
-    "peers": {"peers"},
+    "peers": {"peers", "machine"},  # the CPU name its build records
     "viz": {"viz", "trace"},
     "ui": {"ui", "api", "viz", "trace", "engine", "nn", "kernels", "formats", "convert", "machine"},
     # runs bench points (and through them `workbench.load`) on workers; plots of its records live in viz

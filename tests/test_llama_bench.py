@@ -94,14 +94,14 @@ def test_cli_llama_bench_flags_and_json(runs, monkeypatch, capsys, fmt):
 
 def test_markdown_prints_like_llama_bench(runs):
     lines = render(runs, "md").splitlines()
-    assert lines[0] == ("| model                          |       size |     params | backend    | threads "
-                        "|            test |                  t/s |")
-    assert lines[1] == ("| ------------------------------ | ---------: | ---------: | ---------- | ------: "
-                        "| --------------: | -------------------: |")
+    assert lines[0].startswith("| model                          |       size |     params | backend    | threads "
+                               "|            test |                  t/s |   GB/s |")
+    assert lines[1].startswith("| ------------------------------ | ---------: | ---------: | ---------- | ------: "
+                               "| --------------: | -------------------: | -----: |")
     assert lines[2].startswith("| llama 135M Q4_1                |") and "MiB |" in lines[2]
     assert [line.split("|")[6].strip() for line in lines[2:8]] == [
         "pp4", "tg3", "pp4+tg2", "pp4 @ d5", "tg3 @ d5", "pp4+tg2 @ d5"]
-    assert lines[2].endswith(f"| {f'{runs[0].tok_s:.2f} ± {runs[0].stdev:.2f}':>20} |")
+    assert f"| {f'{runs[0].tok_s:.2f} ± {runs[0].stdev:.2f}':>20} |" in lines[2]
     assert lines[9] == f"build: {runs[0].commit} ({runs[0].build_number})" and runs[0].build_number > 0
 
 

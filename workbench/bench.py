@@ -14,16 +14,26 @@ samples (0 for one). Only the forwards are timed (`perf_counter` around each cal
 tokenization happens before, and the argmax between them is left out. The prompt is a
 fixed English text through the model's own tokenizer, repeated to length.
 
-With `peer="llamacpp"` the same tests run through llama.cpp (`workbench.peers.llamacpp`)
-on the same GGUF file with the same token ids and thread count, interleaved with ours
-repetition by repetition (warm-up ours, warm-up peer, then ours, peer, ours, peer...),
-so that drift on a busy machine hits both. llama.cpp's seconds come from its own perf
-counters (`llama_perf_context`), which likewise exclude tokenization and sampling. The
-peer runs GGUF files only.
+With `peer="llamacpp"` the same tests run through llama.cpp's own `llama-bench`
+(`workbench.peers.llamacpp`, built by `make peer`) on the same GGUF file, prompt length,
+KV depth and thread count, interleaved with ours repetition by repetition (warm-up ours,
+warm-up peer, then ours, peer, ours, peer...), so that drift on a busy machine hits both.
+llama-bench times its own runs, likewise without tokenization and sampling. The peer runs
+GGUF files only; for a shape twin's HF directory it runs the twin's GGUF, which holds the
+same weights (`peer_model_path` names the file).
+
+Decode rows also carry the bytes one token reads (`bytes_per_token`: every weight the
+step reads once, as the kernels hold it, the embedding tables counted as the one row a
+lookup reads unless the lm_head is the embedding itself, plus the KV cache at the
+test's mean depth), the GB/s that makes at the measured tok/s, and its fraction of the
+machine's read bandwidth at that thread count (`workbench.machine_bandwidth()`, measured
+once per machine and cached; `bench --membw` shows it). The peer's bytes are those of
+its file (llama.cpp runs weights as stored), so its GB/s and fraction sit beside ours.
 
 Records carry what makes a number reproducible (llama-bench's `struct test`): model,
-file, format, size, parameters, test, threads, raw samples, commit, CPU, workbench
-version, time. `iter_bench` yields each record as its test ends (for progress), `bench`
+file, format, size, parameters, test, threads, raw samples, commit, CPU (model name and
+the flags that pick kernels), workbench version, time, and the peer's version and build
+(compiler, -march, AMX). `iter_bench` yields each record as its test ends (for progress), `bench`
 returns the list, `bench_model` runs the tests on a model loaded by the caller, `records_frame` makes a DataFrame. Nothing here prints or formats:
 the `workbench bench` command renders records as markdown, JSON or CSV.
 """
@@ -71,13 +81,23 @@ class BenchRecord:
     samples: list[float]
     commit: str
     cpu: str
+    cpu_flags: str  # the kernel-picking flags it has: "avx2 avx512f avx512_vnni ..."
     workbench: str  # workbench version
     timestamp: str  # ISO 8601 UTC, when the test ended
-    peer: str | None = None  # "llama.cpp via llama-cpp-python 0.3.36"
+    bytes_per_token: int | None = None  # decode rows: bytes one step reads
+    gbps: float | None = None  # bytes_per_token * tok_s
+    roof_gbps: float | None = None  # the machine's read bandwidth at `threads` (decode rows)
+    roof_frac: float | None = None  # gbps / roof_gbps
+    peer: str | None = None  # "llama.cpp 0c1e57098 llama-bench (llama-cpp-python 0.3.36 tree)"
+    peer_build: str | None = None  # "g++ ... 12.2.0, -march=native, AMX off (CPU has none)"
+    peer_model_path: str | None = None  # the GGUF file the peer ran
     peer_tok_s: float | None = None
     peer_stdev: float | None = None
     peer_samples: list[float] | None = field(default=None)
     ratio: float | None = None  # tok_s / peer_tok_s
+    peer_bytes_per_token: int | None = None
+    peer_gbps: float | None = None
+    peer_roof_frac: float | None = None
     kv_type: str = "f16"  # the KV cache's type (llama-bench's type_k and type_v)
     n_batch: int = 0  # prompt tokens per forward (llama-bench's n_batch and n_ubatch)
     build_number: int = 0  # commits in the checkout's history (llama.cpp's build number is the same count)
@@ -111,6 +131,7 @@ def iter_bench(
     reps: int = 5,
     peer: str | None = None,
     profile: str | None = None,
+    roof: bool = True,
     n_pg: Sequence[tuple[int, int]] = (),
     n_depth: Sequence[int] | None = None,
 ) -> Iterator[BenchRecord]:
@@ -120,11 +141,11 @@ def iter_bench(
     `n_depth`: tokens put in the KV cache (untimed) before every test (llama-bench's
     `-d`); left None, ppN runs on an empty cache and tgN after `TG_PROMPT` tokens.
     Everything is checked (sources resolved, thread counts, peer installed, peer files
-    GGUF) before anything runs."""
+    GGUF) before anything runs. `roof=False` leaves out the machine's bandwidth
+    (measured on first use otherwise)."""
     import workbench
     from workbench.formats.catalog import resolve
     from workbench.kernels.jit import max_threads
-    from workbench.machine import cpu_name
 
     if not sources:
         raise ParameterError("bench needs at least one model source")
@@ -145,24 +166,24 @@ def iter_bench(
     # Derived variants ("smollm2-135m:q4_0") are made by load; everything else must resolve now.
     paths = [None if _is_variant(str(s)) else resolve(s) for s in sources]
     for s, p in zip(sources, paths):
-        _check_peer_file(peer, s, p)
-    peer_name = None
+        _peer_file(peer, s, p)
+    peer_about = {}
     if peer is not None:
-        from workbench.peers import peer_version
+        from workbench.peers import peer_build, peer_version
 
-        peer_name = peer_version(peer)
+        peer_about = {"peer": peer_version(peer), "peer_build": peer_build(peer)}
 
     n_ctx = _context(tests)
     env = _env()
     for source, path in zip(sources, paths):
         model = workbench.load(source if path is None else path, n_ctx=n_ctx, profile=profile)
-        _check_peer_file(peer, source, model.path)
-        yield from _model_records(model, source, tests, threads, reps, env, peer, peer_name)
+        peer_path = _peer_file(peer, source, model.path)
+        yield from _model_records(model, source, tests, threads, reps, env, roof, peer, peer_path, peer_about)
         del model  # free its weights and cache before the next source loads
 
 
 def bench_model(model, source=None, *, n_prompt: Sequence[int] = (32,), n_gen: Sequence[int] = (64,),
-                threads: Sequence[int] | None = None, reps: int = 5) -> Iterator[BenchRecord]:
+                threads: Sequence[int] | None = None, reps: int = 5, roof: bool = False) -> Iterator[BenchRecord]:
     """`iter_bench`'s tests on a model the caller loaded (with any load options), without a
     peer: for callers that do more with the same weights, such as a sweep point that also
     scores the model. `source` names it in the records (default: its path). The model's
@@ -175,7 +196,7 @@ def bench_model(model, source=None, *, n_prompt: Sequence[int] = (32,), n_gen: S
     if model.n_ctx < _context(tests):
         raise ParameterError(f"the model was loaded with n_ctx={model.n_ctx}; these tests need {_context(tests)}")
     env = _env()
-    yield from _model_records(model, model.path if source is None else source, tests, threads, reps, env)
+    yield from _model_records(model, model.path if source is None else source, tests, threads, reps, env, roof)
 
 
 def context_for(n_prompt: Sequence[int], n_gen: Sequence[int]) -> int:
@@ -183,8 +204,10 @@ def context_for(n_prompt: Sequence[int], n_gen: Sequence[int]) -> int:
     return _context(_tests(n_prompt, n_gen))
 
 
-def _model_records(model, source, tests, threads, reps, env, peer=None, peer_name=None) -> Iterator[BenchRecord]:
-    """One record per thread count x test of one loaded model."""
+def _model_records(model, source, tests, threads, reps, env, roof, peer=None, peer_path=None,
+                   peer_about=None) -> Iterator[BenchRecord]:
+    """One record per thread count x test of one loaded model (and its peer's file)."""
+    import workbench
     from workbench.peers import open_peer
 
     n_ctx = _context(tests)
@@ -193,19 +216,30 @@ def _model_records(model, source, tests, threads, reps, env, peer=None, peer_nam
              "converted": ", ".join(f"{a.upper()}->{b.upper()}" for a, b in sorted(model.load_report.quantized)),
              "weight_bytes": model.weight_bytes, "kv_type": model.options.kv_type, "n_batch": model.state.n_batch}
     prompt = _prompt(model, max(n_ctx, TG_PROMPT))
+    bandwidth = None
     for t in threads:
         model.threads = t
-        other = open_peer(peer, model.path, threads=t, n_ctx=n_ctx) if peer is not None else None
+        other = open_peer(peer, peer_path, threads=t, n_ctx=n_ctx) if peer is not None else None
         try:
             for n_p, n_g, depth in tests:
                 ours, theirs = _run_test(model, other, prompt, n_p, n_g, depth, reps)
+                pp = n_g == 0
                 record = dict(about, test=test_name(n_p, n_g), n_prompt=n_p, n_gen=n_g, n_depth=depth, threads=t,
                               **_stats(ours), **env, timestamp=_now())
+                if not pp:
+                    if roof and bandwidth is None:
+                        bandwidth = workbench.machine_bandwidth()
+                    mean_depth = depth + n_p + n_g / 2  # positions of KV cache a step reads, on average
+                    record |= _traffic("", decode_bytes(model, mean_depth), record["tok_s"], bandwidth, t)
                 if other is not None:
                     peer_stats = _stats(theirs)
-                    record |= {"peer": peer_name, "peer_tok_s": peer_stats["tok_s"],
-                               "peer_stdev": peer_stats["stdev"], "peer_samples": peer_stats["samples"],
+                    record |= {**peer_about, "peer_model_path": str(Path(peer_path).resolve()),
+                               "peer_tok_s": peer_stats["tok_s"], "peer_stdev": peer_stats["stdev"],
+                               "peer_samples": peer_stats["samples"],
                                "ratio": record["tok_s"] / peer_stats["tok_s"]}
+                    if not pp:
+                        record |= _traffic("peer_", peer_decode_bytes(peer_path, model, mean_depth),
+                                           peer_stats["tok_s"], bandwidth, t)
                 yield BenchRecord(**record)
         finally:
             if other is not None:
@@ -270,6 +304,61 @@ def describe(source) -> dict:
         dtype = _bytes_by(infos, lambda i: i.dtype).most_common(1)[0][0]
     return {"arch": source.architecture, "quant": str(dtype).upper().replace("FLOAT", "F"),
             "size_bytes": sum(i.n_bytes for i in infos), "n_params": sum(i.n_elements for i in infos)}
+
+
+# -- bytes per decode step --------------------------------------------------------------
+
+def decode_bytes(model, depth: float) -> int:
+    """Bytes one decode step of `model` reads with `depth` positions in its KV cache: the
+    weights as the kernels hold them (`model.weight_bytes`), less the embedding tables
+    but the one row a lookup reads (unless the lm_head is the token embedding itself),
+    plus K and V of every layer at `depth` positions."""
+    total = model.weight_bytes
+    net = getattr(model, "net", None)
+    head = getattr(getattr(net, "output", None), "w", None)
+    for name in ("token_embd", "position_embd"):
+        table = getattr(getattr(net, name, None), "w", None)
+        if table is not None and table is not head:
+            total -= table.nbytes - table.nbytes // table.shape[0]
+    return int(total + kv_bytes(model.config, depth, getattr(model.load_report, "kv_type", "f16")))
+
+
+def peer_decode_bytes(path, model, depth: float) -> int:
+    """Bytes one llama.cpp decode step on the GGUF `path` reads: its tensors as stored,
+    the embedding tables as one row (but token_embd whole when there is no output.weight,
+    since it is then the lm_head), plus an F16 KV cache at `depth` positions."""
+    from workbench.formats.gguf import GGUFFile
+
+    gf = GGUFFile.open(path)
+    try:
+        total = 0
+        for name, info in gf.tensors.items():
+            size = info.n_bytes or 0
+            if name == "position_embd.weight" or (name == "token_embd.weight" and "output.weight" in gf.tensors):
+                size //= info.shape[-1]  # one row of the (rows, d) table
+            total += size
+    finally:
+        gf.close()
+    return int(total + kv_bytes(model.config, depth, "f16"))
+
+
+def kv_bytes(config, depth: float, kv_type: str) -> float:
+    """K and V of every layer at `depth` positions (Gemma's sliding layers see their window)."""
+    per_position = 2 * config.n_kv_heads * config.head_dim * (2 if kv_type == "f16" else 4)
+    swa = getattr(config, "swa_layers", ()) or (False,) * config.n_layers
+    window = getattr(config, "sliding_window", 0) or depth
+    return sum(per_position * (min(depth, window) if s else depth) for s in swa)
+
+
+def _traffic(prefix: str, n_bytes: int, tok_s: float, bandwidth, threads: int) -> dict:
+    gbps = n_bytes * tok_s / 1e9
+    out = {f"{prefix}bytes_per_token": n_bytes, f"{prefix}gbps": gbps}
+    if bandwidth is not None:
+        roof_gbps = bandwidth.gbps("read", threads)
+        out[f"{prefix}roof_frac"] = gbps / roof_gbps
+        if not prefix:
+            out["roof_gbps"] = roof_gbps
+    return out
 
 
 # -- the measurements ---------------------------------------------------------------
@@ -362,9 +451,16 @@ def _is_variant(text: str) -> bool:
     return bool(sep) and not Path(text).exists() and "/" not in name and "\\" not in name
 
 
-def _check_peer_file(peer: str | None, source, path: Path | None) -> None:
-    if peer is not None and path is not None and path.is_dir():
+def _peer_file(peer: str | None, source, path: Path | None) -> Path | None:
+    """The GGUF file the peer runs for `path`: itself, or a twin directory's GGUF."""
+    if peer is None or path is None or not path.is_dir():
+        return path
+    from workbench.convert.twins import gguf_twin
+
+    twin = gguf_twin(path)
+    if twin is None:
         raise ParameterError(f"--peer {peer} runs GGUF files only; {source} is an HF directory ({path})")
+    return twin
 
 
 def _name(source, path: Path) -> str:
@@ -405,8 +501,10 @@ def _env() -> dict:
     import workbench
     from workbench.machine import cpu_name
 
-    return {"commit": _commit(), "cpu": cpu_name(), "workbench": workbench.__version__,
-            "build_number": _build_number()}
+    from workbench.peers.llamacpp import cpu_flags
+
+    return {"commit": _commit(), "cpu": cpu_name(), "cpu_flags": " ".join(cpu_flags()),
+            "workbench": workbench.__version__, "build_number": _build_number()}
 
 
 def _build_number() -> int:

@@ -20,6 +20,11 @@ Load options: --threads N, --ctx N, --profile {baseline,optimized,aggressive},
     workbench sweep SOURCE... [-t 1,2] [-p 32] [-n 16] [--quant-threshold off,768] [--quant-type q8_0,q4_0]
                     [--kv-type f16,f32] [--kernel default,serial] [--cpu-kind EPYC,Xeon] [--score TEXTFILE]
                     --out sweep.parquet [--scheduler tcp://HOST:8786] [--resume | --overwrite] [--json]
+    workbench twin NAME [--rebuild] [--verify] [--json]
+
+`twin NAME` makes a shape twin (tinyllama-1.1b, gemma3-1b, gpt2-124m: random weights at
+the real shapes and formats) into the cache and prints its files; `twin:NAME` as a
+SOURCE makes it on first use too (`twin:NAME:gguf` is its GGUF file).
 
 Bad input (a missing file, a bad value) prints one line on stderr and exits with 2;
 this is the only place in workbench that prints.
@@ -217,7 +222,8 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("-t", "--threads", default=None, metavar="T[,T...]", help="thread counts (default: all of numba's)")
     b.add_argument("-r", "--repetitions", default="5", metavar="R", help="timed repetitions per test (default 5)")
     b.add_argument("--peer", choices=["llamacpp"], default=None,
-                   help="also run each test through llama.cpp (llama-cpp-python) on the same GGUF, interleaved")
+                   help="also run each test through llama.cpp's llama-bench (`make peer`) on the same GGUF, "
+                        "interleaved")
     from workbench.engine.options import PROFILES
 
     b.add_argument("--profile", choices=list(PROFILES), default=None,
@@ -245,6 +251,7 @@ def _parser() -> argparse.ArgumentParser:
     k.add_argument("--all", action="store_true", help="clear: also this version's code (recompiled on next use)")
     k.add_argument("--json", action="store_true")
     _add_sweep_parser(sub)
+    _add_twin_parser(sub)
     return p
 
 
@@ -314,6 +321,30 @@ def _add_sweep_parser(sub) -> None:
     again.add_argument("--resume", action="store_true", help="skip the points --out holds as finished")
     again.add_argument("--overwrite", action="store_true", help="replace --out")
     s.add_argument("--json", action="store_true", help="print this run's records, one JSON object a line")
+
+
+def _add_twin_parser(sub) -> None:
+    w = sub.add_parser("twin", help="make a shape twin (random weights, real shapes) into the cache",
+                       description="Shape twins of the models of rustml's trace report, for speed at real size; "
+                                   "never for claims about text. Deterministic (fixed seed).")
+    w.add_argument("name", help="tinyllama-1.1b, gemma3-1b or gpt2-124m")
+    w.add_argument("--rebuild", action="store_true", help="make it again even when a cached copy matches")
+    w.add_argument("--verify", action="store_true", help="check the cached files' sha256 (slow for GBs)")
+    w.add_argument("--json", action="store_true")
+
+
+def _twin(args) -> int:
+    from workbench.convert.twins import twin_files
+
+    files = twin_files(args.name, progress=not args.json, rebuild=args.rebuild, verify=args.verify)
+    if args.json:
+        print(json.dumps({k: str(v) for k, v in files.items()}))
+        return 0
+    for kind, path in files.items():
+        size = sum(p.stat().st_size for p in path.rglob("*")) if path.is_dir() else path.stat().st_size
+        print(f"{kind:5} {path} ({size / 2**30:.2f} GiB); load it as twin:{args.name}"
+              + (":gguf" if kind == "gguf" and "hf" in files else ""))
+    return 0
 
 
 def _generate(args) -> int:
@@ -580,7 +611,9 @@ def _bench_models(args) -> int:
                         n_gen=parse_counts(args.n_gen, "-n/--n-gen"), threads=threads, reps=reps[0],
                         peer=args.peer, profile=args.profile, n_pg=pg, n_depth=depth):
         peer = f" | llama.cpp {r.peer_tok_s:.2f} ± {r.peer_stdev:.2f}, ratio {r.ratio:.2f}" if r.peer else ""
-        print(f"[bench] {r.model} {r.test} t={r.threads}: {r.tok_s:.2f} ± {r.stdev:.2f} tok/s{peer}", file=sys.stderr)
+        gbps = f", {r.gbps:.1f} GB/s" if r.gbps is not None else ""
+        print(f"[bench] {r.model} {r.test} t={r.threads}: {r.tok_s:.2f} ± {r.stdev:.2f} tok/s{gbps}{peer}",
+              file=sys.stderr)
         records.append(r)
     from workbench.llama_bench import render
 
@@ -647,9 +680,8 @@ def _sweep_markdown(records) -> str:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        commands = {"generate": _generate, "chat": _chat, "inspect": _inspect, "trace": _trace, "bench": _bench, "convert": _convert,
-                    "cache": _cache, "sweep": _sweep,
-                    "compare": _compare}
+        commands = {"generate": _generate, "chat": _chat, "inspect": _inspect, "trace": _trace, "bench": _bench,
+                    "convert": _convert, "cache": _cache, "sweep": _sweep, "twin": _twin, "compare": _compare}
         return commands[args.command](args)
     except WorkbenchError as e:
         print(f"workbench: error: {e}", file=sys.stderr)

@@ -54,16 +54,17 @@ def records(bench_records: Sequence) -> list[dict]:
     for r in bench_records:
         out.append(_record(r, "workbench", r.commit, r.build_number, r.samples))
         if r.peer:
-            out.append(_record(r, "llama.cpp", r.peer, 0, r.peer_samples))
+            out.append(_record(r, "llama.cpp", r.peer, 0, r.peer_samples, r.peer_model_path))
     return out
 
 
-def _record(r, engine: str, build_commit: str, build_number: int, samples_ts: list[float]) -> dict:
+def _record(r, engine: str, build_commit: str, build_number: int, samples_ts: list[float],
+            model_filename: str | None = None) -> dict:
     n_tokens = r.n_prompt + r.n_gen
     samples_ns = [round(n_tokens / ts * 1e9) for ts in samples_ts]
     row = dict(_CPU_RUN)
     row |= {"build_commit": build_commit, "build_number": build_number, "cpu_info": r.cpu,
-            "model_filename": r.model_path, "model_type": model_type(r), "model_size": r.size_bytes,
+            "model_filename": model_filename or r.model_path, "model_type": model_type(r), "model_size": r.size_bytes,
             "model_n_params": r.n_params, "n_batch": r.n_batch, "n_ubatch": r.n_batch, "n_threads": r.threads,
             "type_k": r.kv_type, "type_v": r.kv_type, "use_mmap": r.model_path.endswith(".gguf"),
             "n_prompt": r.n_prompt, "n_gen": r.n_gen, "n_depth": r.n_depth,
@@ -109,30 +110,45 @@ def render(bench_records: Sequence, fmt: str) -> str:
 
 # (header, width): negative widths are left-aligned, as llama-bench's printf("%*s")
 _COLUMNS = [("model", -30), ("size", 10), ("params", 10), ("backend", -10), ("threads", 7), ("test", 15),
-            ("t/s", 20)]
-_PEER_COLUMNS = [("llama.cpp t/s", 20), ("ratio", 6)]
+            ("t/s", 20), ("GB/s", 6)]
+_PEER_COLUMNS = [("llama.cpp t/s", 20), ("ratio", 6), ("llama.cpp GB/s", 14)]
 
 
 def markdown(bench_records: Sequence) -> str:
-    """llama-bench's markdown table, then its build line and workbench's provenance."""
+    """llama-bench's table (its columns first, then the decode rows' GB/s and, when the
+    machine's bandwidth is known, their share of it), then its build line and
+    workbench's provenance."""
     peer = next((r.peer for r in bench_records if r.peer), None)
-    columns = _COLUMNS + (_PEER_COLUMNS if peer else [])
+    build = next((r.peer_build for r in bench_records if r.peer_build), None)
+    roof = any(r.roof_frac is not None for r in bench_records)
+    columns = _COLUMNS + [("% read bw", 9)] * roof
+    if peer:
+        columns += _PEER_COLUMNS + [("llama.cpp % read bw", 19)] * roof
     lines = ["|" + "".join(f" {name:{'<' if w < 0 else '>'}{abs(w)}} |" for name, w in columns),
              "|" + "".join(f" {'-' * (abs(w) - 1)}{':' if w > 0 else '-'} |" for _, w in columns)]
     for r in bench_records:
         values = [model_type(r), _size(r.size_bytes), _params(r.n_params), "CPU", str(r.threads),
-                  r.test + (f" @ d{r.n_depth}" if r.n_depth else ""), f"{r.tok_s:.2f} ± {r.stdev:.2f}"]
+                  r.test + (f" @ d{r.n_depth}" if r.n_depth else ""), f"{r.tok_s:.2f} ± {r.stdev:.2f}",
+                  _num(r.gbps, ".1f")] + [_num(r.roof_frac and 100 * r.roof_frac, ".0f")] * roof
         if peer:
-            values += [f"{r.peer_tok_s:.2f} ± {r.peer_stdev:.2f}", f"{r.ratio:.2f}"] if r.peer else ["", ""]
+            values += [f"{r.peer_tok_s:.2f} ± {r.peer_stdev:.2f}", f"{r.ratio:.2f}", _num(r.peer_gbps, ".1f")] \
+                if r.peer else ["", "", ""]
+            values += [_num(r.peer_roof_frac and 100 * r.peer_roof_frac, ".0f")] * roof
         lines.append("|" + "".join(f" {v:{'<' if w < 0 else '>'}{abs(w)}} |" for v, (_, w) in zip(values, columns)))
     first = bench_records[0]
     reps = sorted({len(r.samples) for r in bench_records})
+    roofs = sorted({(r.threads, r.roof_gbps) for r in bench_records if r.roof_gbps is not None})
     lines += ["", f"build: {first.commit} ({first.build_number})",
-              f"workbench {first.workbench}, profile {first.profile}, on {first.cpu}, {first.timestamp}; "
-              f"mean ± stdev of {'/'.join(map(str, reps))} runs after 1 warm-up; models: "
+              f"workbench {first.workbench}, profile {first.profile}, on {first.cpu} ({first.cpu_flags}), "
+              f"{first.timestamp}; mean ± stdev of {'/'.join(map(str, reps))} runs after 1 warm-up; models: "
               + ", ".join(dict.fromkeys(f"{r.model} ({r.model_path})" for r in bench_records))
-              + (f"; peer {peer}, timed by llama_perf_context, interleaved run by run" if peer else "")]
+              + ("; read bandwidth " + ", ".join(f"{g:.1f} GB/s at t={t}" for t, g in roofs) if roofs else "")
+              + (f"; peer {peer} built with {build}, interleaved run by run" if peer else "")]
     return "\n".join(lines) + "\n"
+
+
+def _num(value, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
 
 
 def _size(n_bytes: int) -> str:

@@ -47,6 +47,10 @@ def derived_path(name: str, variant: str) -> Path:
 def derived(name: str, variant: str, progress: bool = True) -> Path:
     """Path of catalog model `name` converted to `variant`, made now unless a verified copy
     is cached. ModelNotFoundError for an unknown name or variant, listing the valid ones."""
+    if str(name).strip().lower() == "twin":  # "twin:NAME" as `workbench.load` splits it
+        from workbench.convert.twins import from_source
+
+        return from_source(f"twin:{variant}")
     name, variant = _check(name, variant)
     out = derived_path(name, variant)
     source = resolve(name)

@@ -75,14 +75,7 @@ def write_gguf(gf: GGUFFile, path: Path, fmt: str, progress: bool) -> tuple[Coun
     try:
         _copy_metadata(gf, writer, fmt)
         for info, to in tensors:
-            f = format_named(to)
-            shape = info.numpy_shape  # GGUFWriter takes numpy order and reverses it
-            n_bytes = info.n_elements // f.block_size * f.type_size
-            if to in ("f32", "f16"):
-                writer.add_tensor_info(info.name, shape, np.dtype(np.float32 if to == "f32" else np.float16), n_bytes)
-            else:  # a uint8 tensor with raw_dtype: GGUFWriter wants the byte shape (..., row_bytes)
-                writer.add_tensor_info(info.name, (*shape[:-1], f.row_bytes(shape[-1])), np.dtype(np.uint8), n_bytes,
-                                       raw_dtype=gguf.GGMLQuantizationType(f.ggml_type))
+            add_tensor_info(writer, info.name, info.numpy_shape, to)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_ti_data_to_file()
@@ -94,6 +87,17 @@ def write_gguf(gf: GGUFFile, path: Path, fmt: str, progress: bool) -> tuple[Coun
     finally:
         writer.close()
     return Counter(to for _, to in tensors), fallback
+
+
+def add_tensor_info(writer: gguf.GGUFWriter, name: str, shape: tuple[int, ...], fmt: str) -> None:
+    """Declare tensor `name` of numpy `shape` (GGUFWriter reverses it) stored as `fmt`."""
+    f = format_named(fmt)
+    n_bytes = int(np.prod(shape)) // f.block_size * f.type_size
+    if fmt in ("f32", "f16"):
+        writer.add_tensor_info(name, shape, np.dtype(np.float32 if fmt == "f32" else np.float16), n_bytes)
+    else:  # a uint8 tensor with raw_dtype: GGUFWriter wants the byte shape (..., row_bytes)
+        writer.add_tensor_info(name, (*shape[:-1], f.row_bytes(shape[-1])), np.dtype(np.uint8), n_bytes,
+                               raw_dtype=gguf.GGMLQuantizationType(f.ggml_type))
 
 
 def encode(gf: GGUFFile, info: TensorInfo, to: str) -> np.ndarray:

@@ -10,9 +10,11 @@ seconds into tok/s records; peers return numbers only and never print.
     seconds = peer.prefill(ids)
     peer.close()
 
-Each peer lives in its own module, the only place that imports its engine, and imports
-it lazily: a missing engine is a `PeerUnavailableError` that says how to install it,
-raised when a peer is asked for, not when workbench is imported.
+`peer_version(name)` and `peer_build(name)` describe the peer for bench records (what it
+is, and how it was built: compiler, flags, AMX). Each peer lives in its own module, the
+only place that runs its engine, and finds it lazily: a missing engine is a
+`PeerUnavailableError` that says how to install it, raised when a peer is asked for, not
+when workbench is imported.
 """
 
 from __future__ import annotations
@@ -35,11 +37,17 @@ def _module(name: str):
 
 
 def peer_version(name: str) -> str:
-    """The peer's description, e.g. "llama.cpp via llama-cpp-python 0.3.36";
-    `PeerUnavailableError` when it is not installed."""
+    """The peer's description, e.g. "llama.cpp 0c1e57098 llama-bench (llama-cpp-python
+    0.3.36 tree)"; `PeerUnavailableError` when it is not installed."""
     return _module(name).version()
 
 
+def peer_build(name: str) -> str:
+    """How the peer was built, e.g. "g++ (Debian 12.2.0-14+deb12u1) 12.2.0, -march=native,
+    AMX off (CPU has none)"."""
+    return _module(name).build_description()
+
+
 def open_peer(name: str, path, *, threads: int, n_ctx: int):
-    """The peer `name` loaded on the GGUF file `path` with `threads` threads."""
-    return _module(name).LlamaCppPeer(path, threads=threads, n_ctx=n_ctx)
+    """The peer `name` on the GGUF file `path` with `threads` threads."""
+    return _module(name).LlamaBenchPeer(path, threads=threads, n_ctx=n_ctx)

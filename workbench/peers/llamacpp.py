@@ -1,162 +1,245 @@
-"""llama.cpp through llama-cpp-python, as a benchmark peer (the only module importing it).
+"""llama.cpp as a benchmark peer: its own `llama-bench`, from the build `make peer` makes.
 
-`LlamaCppPeer(path, threads=t, n_ctx=n)` opens the GGUF file with `n_threads` and
-`n_threads_batch` = t, `n_batch` 512 and flash attention off (workbench has none), and
-measures with llama.cpp's own perf counters (`llama_perf_context`: `t_p_eval_ms` for
-batches of more than one token, `t_eval_ms` for single-token ones), reset before each
-timed part. Those count the time inside `llama_decode` and exclude the Python wrapper
-around it and the argmax that picks the next token, as workbench's side excludes
-tokenization and sampling. Token ids come from the caller (workbench's tokenizer on
-the same file), so both engines see the same tokens.
+`make peer` (scripts/build_llamacpp.sh) builds llama.cpp from the source tree vendored in
+llama-cpp-python PINNED, natively (-march=native, AMX included where the CPU has it, with
+the GCC 12 tile-configuration fix), and installs into the virtual environment:
+`<venv>/llama.cpp/bin/llama-bench`, its shared libraries, and `build.json` (version,
+llama.cpp commit, compiler, AMX, the CPU it was built on). llama-cpp-python is installed
+from the same archive with its own build off and our libraries copied into it, so the
+golden scripts and notebook 06 run the same build.
 
-llama-cpp-python is imported lazily; when it is missing, `PeerUnavailableError` says
-how to install it. It does not tokenize, sample or print.
+`LlamaBenchPeer(path, threads=t, n_ctx=n)` answers the peer questions of
+`workbench.peers` by running llama-bench once per question, one repetition, JSON out
+(`-o json`: `samples_ns` holds the timed repetition): `prefill(ids)` is
+`-p len(ids) -n 0`, `decode(prompt, n)` is `-p 0 -n n -d len(prompt)` (the prompt sits
+in the KV cache untimed, as workbench's side). Flash attention is off (workbench has
+none); the batch is llama-bench's default. llama-bench warms up in each process (a run
+before the timed one), loads the file with mmap, and feeds its own token ids (random
+ones of the vocabulary), not `ids`: same lengths, other tokens, which does not change
+the time of a dense model. Each call is a process of its own, so that a test's samples
+alternate with workbench's one by one.
+
+`check_build()` raises `PeerUnavailableError` when the build is missing, was made on
+another CPU, or holds AMX code without the fix; `python -m workbench.peers.llamacpp
+--check [--smoke GGUF]` runs the check (and a batch on GGUF through both the binding and
+llama-bench) in its own process, so that a crash is only a failed check. It never prints
+except in that command.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 from pathlib import Path
-
-import numpy as np
 
 from workbench.peers import PeerUnavailableError
 
-N_BATCH = 512
-_INSTALL = ("llama-cpp-python is not installed: pip install llama-cpp-python (or `make peer`, which builds "
-            "0.3.36 without the AMX code that crashes on some CPUs)")
+PINNED = "0.3.36"  # the llama-cpp-python version whose tree is built (and the goldens were made with)
+_MAKE = "`make peer` builds it"
+# CPU flags that decide which kernels a native llama.cpp (and workbench) compiles
+RELEVANT_FLAGS = ("avx", "avx2", "fma", "f16c", "avx_vnni", "avx512f", "avx512bw", "avx512vl", "avx512_vnni",
+                  "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16")
 
 
-def _llama_cpp():
+def install_dir() -> Path:
+    """Where `make peer` installs llama.cpp: `<sys.prefix>/llama.cpp`."""
+    return Path(sys.prefix) / "llama.cpp"
+
+
+def llama_bench_path() -> Path:
+    return install_dir() / "bin" / "llama-bench"
+
+
+def build_info() -> dict | None:
+    """The record `make peer` wrote about the build (build.json), or None."""
     try:
-        import llama_cpp
-    except ImportError:
-        raise PeerUnavailableError(_INSTALL) from None
-    return llama_cpp
+        return json.loads((install_dir() / "build.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def cpu_flags() -> list[str]:
+    """The flags in RELEVANT_FLAGS this CPU has (/proc/cpuinfo)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                have = set(line.split(":", 1)[1].split())
+                return [f for f in RELEVANT_FLAGS if f in have]
+    except OSError:
+        pass
+    return []
 
 
 def version() -> str:
-    return f"llama.cpp via llama-cpp-python {_llama_cpp().__version__}"
+    """"llama.cpp 0c1e57098 llama-bench (llama-cpp-python 0.3.36 tree)"."""
+    build = _usable_build()
+    return f"llama.cpp {build['llama_cpp_commit']} llama-bench (llama-cpp-python {build['llama_cpp_python']} tree)"
 
 
-PINNED = "0.3.36"  # the version the golden files were made with
+def build_description() -> str:
+    """"g++ (Debian 12.2.0-14+deb12u1) 12.2.0, native, AMX off": how the peer was built."""
+    build = _usable_build()
+    amx = "AMX on (GCC 12 tile-config fix)" if build["amx"] and build.get("amx_patch") else \
+        "AMX on" if build["amx"] else "AMX off (CPU has none)"
+    return f"{build['compiler']}, -march=native, {amx}"
 
 
-def build_problem() -> str | None:
-    """Why this llama-cpp-python build must not be run, or None.
-
-    A native build on a CPU with AMX compiles llama.cpp's AMX matrix code, which GCC 12
-    miscompiles: batched decode then dies with SIGSEGV or SIGILL inside the library,
-    taking the Python process with it. `llama_print_system_info` names the features the
-    library was compiled with, so the build is refused before a model is opened.
-    """
-    lc = _llama_cpp()
-    info = lc.llama_print_system_info().decode(errors="replace")
-    amx = sorted({part.split("=")[0].strip() for part in info.split("|")
-                  if part.strip().startswith("AMX") and part.strip().endswith("= 1")})
-    if amx:
-        return (f"llama-cpp-python {lc.__version__} was built with {', '.join(amx)}, whose code crashes "
-                "on this CPU; rebuild it without AMX: `make peer`")
+def build_problem(build: dict | None, cpu: str, flags: list[str], system_info: str | None = None) -> str | None:
+    """Why the build described by `build` must not be run on this CPU (`cpu` model name,
+    relevant `flags`), or None. `system_info`: llama-cpp-python's `llama_print_system_info`,
+    when the binding is checked too."""
+    if build is None:
+        return f"llama.cpp is not built in this environment ({install_dir()}): {_MAKE}"
+    built_flags = [f for f in RELEVANT_FLAGS if f in build.get("cpu_flags", [])]
+    if build.get("cpu") != cpu or set(built_flags) != set(flags):
+        return (f"llama.cpp in {install_dir()} was built natively on another CPU ({build.get('cpu')}: "
+                f"{' '.join(built_flags)}; this one is {cpu}: {' '.join(flags)}); rebuild it: {_MAKE}")
+    amx_code = build.get("amx") or (system_info is not None and "AMX_INT8 = 1" in system_info)
+    if amx_code and not build.get("amx_patch"):
+        # GCC 12 drops the stores filling the AMX tile configuration: batched decode dies
+        return (f"llama.cpp in {install_dir()} holds AMX code built without the GCC 12 tile-configuration fix, "
+                f"which crashes in batched decode; rebuild it: {_MAKE}")
     return None
 
 
 def check_build() -> None:
-    """Raise `PeerUnavailableError` when the installed build would crash (see `build_problem`)."""
-    problem = build_problem()
+    """Raise `PeerUnavailableError` unless llama-bench is installed and safe to run here."""
+    _usable_build()
+
+
+def _usable_build() -> dict:
+    from workbench.machine import cpu_name
+
+    build = build_info()
+    problem = build_problem(build, cpu_name(), cpu_flags())
+    if problem is None and not os.access(llama_bench_path(), os.X_OK):
+        problem = f"{llama_bench_path()} is missing: {_MAKE}"
     if problem:
         raise PeerUnavailableError(problem)
+    return build
 
 
-class LlamaCppPeer:
-    """One llama.cpp context on one GGUF file at a fixed thread count."""
+class LlamaBenchPeer:
+    """llama-bench on one GGUF file at a fixed thread count, one process per question."""
 
-    timer = "llama_perf_context"
+    timer = "llama-bench"
 
     def __init__(self, path: str | Path, *, threads: int, n_ctx: int):
-        lc = _llama_cpp()
         check_build()
-        self._lc = lc
+        self.path, self.threads = Path(path), threads
         self.description = version()
-        self.llm = lc.Llama(str(path), n_ctx=n_ctx, n_batch=N_BATCH, n_threads=threads,
-                            n_threads_batch=threads, flash_attn=False, verbose=False)
-        self.n_vocab = self.llm.n_vocab()
-
-    def _argmax(self) -> int:
-        # logits of the last token of the last batch (only that row is computed)
-        return int(np.argmax(np.ctypeslib.as_array(self.llm._ctx.get_logits(), shape=(self.n_vocab,))))
+        self.records: list[dict] = []  # every llama-bench record, as it printed it
 
     def prefill(self, ids: list[int]) -> float:
-        """Seconds llama.cpp spends on `ids` fed from an empty cache."""
-        self.llm.reset()
-        self._lc.llama_perf_context_reset(self.llm.ctx)
-        self.llm.eval(ids)
-        # the counters are updated when the context synchronizes (reading logits does too)
-        self._lc.llama_synchronize(self.llm.ctx)
-        perf = self._lc.llama_perf_context(self.llm.ctx)
-        if len(ids) == 1:
-            return self._seconds(perf.t_eval_ms, perf.n_eval, 1)
-        return self._seconds(perf.t_p_eval_ms, perf.n_p_eval, len(ids))
+        """Seconds llama.cpp spends on a prompt of len(ids) tokens from an empty cache."""
+        return self._run(n_prompt=len(ids), n_gen=0, depth=0)
 
     def decode(self, prompt: list[int], n: int) -> float:
-        """Seconds llama.cpp spends on `n` single-token steps after `prompt` (not timed),
-        each fed the argmax of the step before."""
-        self.llm.reset()
-        self.llm.eval(prompt)
-        tok = self._argmax()
-        self._lc.llama_perf_context_reset(self.llm.ctx)
-        for _ in range(n):
-            self.llm.eval([tok])
-            tok = self._argmax()
-        perf = self._lc.llama_perf_context(self.llm.ctx)
-        return self._seconds(perf.t_eval_ms, perf.n_eval, n)
+        """Seconds llama.cpp spends on `n` single-token steps after len(prompt) tokens."""
+        return self._run(n_prompt=0, n_gen=n, depth=len(prompt))
 
-    @staticmethod
-    def _seconds(ms: float, counted: int, expected: int) -> float:
-        if counted != expected or ms <= 0:
-            raise PeerUnavailableError(f"llama.cpp's perf counters saw {counted} tokens in {ms} ms, expected "
-                                       f"{expected} tokens (was it built or started with no_perf?)")
-        return ms / 1e3
+    def _run(self, n_prompt: int, n_gen: int, depth: int) -> float:
+        record = run_llama_bench(self.path, threads=self.threads, n_prompt=n_prompt, n_gen=n_gen, depth=depth)
+        self.records.append(record)
+        return record["samples_ns"][0] / 1e9
 
     def close(self) -> None:
-        self.llm.close()
+        pass
 
 
-def smoke(path: str | Path) -> None:
-    """A batched prefill and one decode step on `path`: where a bad build crashes (AMX in
-    batched matrix products, instructions this CPU lacks). Run it in its own process."""
-    lc = _llama_cpp()
-    llm = lc.Llama(str(path), n_ctx=64, n_batch=64, n_threads=1, n_threads_batch=1, verbose=False)
+def run_llama_bench(path: str | Path, *, threads: int, n_prompt: int, n_gen: int, depth: int = 0,
+                    reps: int = 1, timeout: float = 3600) -> dict:
+    """The JSON record of one llama-bench test (`reps` repetitions) on `path`."""
+    argv = [str(llama_bench_path()), "-m", str(path), "-p", str(n_prompt), "-n", str(n_gen), "-d", str(depth),
+            "-t", str(threads), "-r", str(reps), "-fa", "off", "-o", "json"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise PeerUnavailableError(f"llama-bench could not run on {path}: {e}") from None
+    if done.returncode != 0:
+        tail = " | ".join(done.stderr.strip().splitlines()[-3:])
+        raise PeerUnavailableError(f"llama-bench failed on {path} (exit {done.returncode}): {tail}")
+    try:
+        records = json.loads(done.stdout)
+        record = records[0]
+        if len(records) != 1 or len(record["samples_ns"]) != reps or min(record["samples_ns"]) <= 0:
+            raise ValueError("unexpected records")
+    except (ValueError, KeyError, IndexError, TypeError):
+        raise PeerUnavailableError(f"llama-bench printed no usable JSON record on {path}: "
+                                   f"{done.stdout[:200]!r}") from None
+    return record
+
+
+def _binding_version() -> str:
+    try:
+        import llama_cpp
+    except ImportError:
+        raise PeerUnavailableError(f"llama-cpp-python is not installed: {_MAKE}") from None
+    return llama_cpp.__version__
+
+
+def smoke(path: str | Path) -> dict:
+    """A 32-token batch and a decode step on `path` through llama-cpp-python, then a pp32
+    and a tg1 through llama-bench: where a bad build crashes (AMX in batched matrix
+    products, instructions this CPU lacks). Run it in its own process; llama-bench's record."""
+    import llama_cpp
+
+    llm = llama_cpp.Llama(str(path), n_ctx=64, n_batch=64, n_threads=1, n_threads_batch=1, verbose=False)
     try:
         llm.eval(list(range(1, 33)))
         llm.eval([1])
     finally:
         llm.close()
+    run_llama_bench(path, threads=1, n_prompt=0, n_gen=1, depth=8)
+    return run_llama_bench(path, threads=1, n_prompt=32, n_gen=0)
+
+
+def _binding_problem() -> str | None:
+    """Why llama-cpp-python is not the pinned version running our build's libraries."""
+    import llama_cpp
+
+    if llama_cpp.__version__ != PINNED:
+        return f"llama-cpp-python {llama_cpp.__version__} is installed; the golden files were made with {PINNED}: {_MAKE}"
+    ours, theirs = install_dir() / "lib" / "libllama.so", Path(llama_cpp.__file__).parent / "lib" / "libllama.so"
+    if not theirs.is_file() or not ours.is_file() or theirs.read_bytes() != ours.read_bytes():
+        return f"llama-cpp-python's {theirs} is not the library of {install_dir()}: {_MAKE}"
+    return None
 
 
 def _main(argv: list[str] | None = None) -> int:
-    """`python -m workbench.peers.llamacpp --check [--smoke GGUF]`: exit 0 when llama-cpp-python
-    PINNED is installed, built without AMX and (with --smoke) runs a batch on GGUF; the
-    Makefile's `peer` target rebuilds it otherwise. A crash in the smoke run exits nonzero
-    too, which is why this is a separate process."""
+    """`python -m workbench.peers.llamacpp --check [--smoke GGUF]`: exit 0 when the build is
+    installed, made on this CPU, safe (AMX only with the fix), llama-cpp-python PINNED runs
+    its libraries, and (with --smoke) both ran a batch on GGUF. The Makefile's `peer`
+    target builds it otherwise. A crash in the smoke run exits nonzero too, which is why
+    this is a separate process."""
     import argparse
-    import sys
+
+    from workbench.machine import cpu_name
 
     parser = argparse.ArgumentParser(prog="python -m workbench.peers.llamacpp")
     parser.add_argument("--check", action="store_true", required=True,
-                        help=f"check that llama-cpp-python {PINNED} is installed without AMX code")
+                        help="check the llama.cpp build of `make peer` and its llama-cpp-python")
     parser.add_argument("--smoke", metavar="GGUF", help="also run a 32-token batch and a decode step on GGUF")
     args = parser.parse_args(argv)
     try:
-        installed = _llama_cpp().__version__
-        if installed != PINNED:
-            raise PeerUnavailableError(f"llama-cpp-python {installed} is installed; the golden files were "
-                                       f"made with {PINNED}: `make peer`")
+        _binding_version()
+        import llama_cpp
+
+        info = llama_cpp.llama_print_system_info().decode(errors="replace")
+        problem = build_problem(build_info(), cpu_name(), cpu_flags(), info) or _binding_problem()
+        if problem:
+            raise PeerUnavailableError(problem)
         check_build()
+        ran = ""
         if args.smoke:
-            smoke(args.smoke)
+            record = smoke(args.smoke)
+            ran = f"; ran {args.smoke} (llama-bench pp32 {record['avg_ts']:.1f} tok/s)"
     except PeerUnavailableError as e:
         print(e, file=sys.stderr)
         return 1
-    print(f"llama-cpp-python {installed}: built without AMX" + (f", ran {args.smoke}" if args.smoke else ""))
+    print(f"{version()}: {build_description()}; llama-cpp-python {PINNED} on the same libraries{ran}")
     return 0
 
 
