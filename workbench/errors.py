@@ -5,6 +5,8 @@ Every error a user can cause (a bad file, a bad parameter, an unsupported model)
 expected. The CLI turns these into one line on stderr and exit code 2.
 """
 
+import re
+
 
 class WorkbenchError(Exception):
     """Base class of every error workbench raises on purpose."""
@@ -23,11 +25,14 @@ class ParameterError(WorkbenchError, ValueError):
 
     `param` is the keyword argument at fault when one is (None otherwise); the message
     then starts with that name, so that the CLI can say the same with its flag instead
-    (`--max-tokens must be >= 1`, where Python says `max_tokens must be >= 1`)."""
+    (`--max-tokens must be >= 1`, where Python says `max_tokens must be >= 1`). Left
+    out, it is read from a message of the form "NAME must ...", which every check of a
+    single argument uses."""
 
     def __init__(self, message: str, *, param: str | None = None):
         super().__init__(message)
-        self.param = param
+        named = re.match(r"([a-z_][a-z0-9_]*) must\b", message)
+        self.param = param if param is not None else named.group(1) if named else None
 
     def renamed(self, name: str) -> str:
         """The message with the parameter called `name` (a CLI flag) instead."""
