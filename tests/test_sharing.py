@@ -124,3 +124,34 @@ def test_python_errors_name_the_keyword_argument(model, kwargs, param):
 def test_score_refuses_bad_token_ids(model, ids):
     with pytest.raises(ParameterError, match="text"):
         model.score(ids)
+
+
+def test_bad_arguments_fail_without_waiting_for_a_busy_model(model):
+    held, release = threading.Event(), threading.Event()
+
+    def busy():  # another thread in the middle of a call
+        with model._session.lock:
+            held.set()
+            release.wait(120)
+
+    other = threading.Thread(target=busy)
+    other.start()
+    errors = []
+    caller = threading.Thread(target=lambda: errors.append(_error_of(lambda: model.generate("x", top_p=2))))
+    try:
+        assert held.wait(60)
+        caller.start()
+        caller.join(60)  # a guard against a hang, far beyond any wait this test could mean
+        assert not caller.is_alive() and isinstance(errors[0], ParameterError)
+    finally:
+        release.set()
+        other.join()
+        caller.join()
+
+
+def _error_of(call):
+    try:
+        call()
+    except Exception as e:  # noqa: BLE001
+        return e
+    return None

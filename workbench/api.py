@@ -130,6 +130,8 @@ class Model:
         A prompt longer than the context is an error unless `truncate`, which keeps its
         last tokens (and the BOS token when the tokenizer adds one). Waits while another
         thread uses the model."""
+        generation_args(max_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop)  # fail before waiting
+        check_prompt(prompt)
         with self._session.lock:  # the whole generation: no other thread's call in between
             stepper = self.start(prompt, max_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, chat,
                                  truncate)
