@@ -143,6 +143,9 @@ def phase_generations(soak: Soak) -> Row:
                 row.failures.append(f"{name} {kv} {args}: replay gave {tokens}, first run {first_tokens[i]}")
         else:
             first_tokens[i] = tokens
+        if (n + 1) % 100 == 0:
+            print(f"generations: {n + 1}/{len(order)}, {len(row.failures)} failures, RSS {rss_mib():.0f} MiB",
+                  file=sys.stderr, flush=True)
         if n == 0:
             gc.collect()
             row.rss_mib, row.fds = (rss_mib(), 0.0), (open_fds(), 0)

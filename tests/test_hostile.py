@@ -157,3 +157,13 @@ def test_invalid_utf8_prompt_in_python():
         from workbench.engine.params import check_prompt
 
         check_prompt("caf\udce9")
+
+
+def test_bandwidth_measured_with_an_unwritable_cache_is_kept_in_memory_only(tmp_path, monkeypatch):
+    from workbench.machine import machine_bandwidth
+
+    blocker = tmp_path / "cache"
+    blocker.write_text("a file where the cache directory should be")
+    monkeypatch.setenv("WORKBENCH_CACHE", str(blocker))
+    bw = machine_bandwidth(refresh=True, threads=[1], buffer_mib=1, repeats=1)
+    assert bw.gbps("read", 1) > 0 and blocker.read_text().startswith("a file")
