@@ -265,6 +265,7 @@ def phase_kills(soak: Soak) -> Row:
 
 
 def _kills(soak: Soak, row: Row, name: str) -> Row:
+    cache = Path(os.environ["WORKBENCH_CACHE"])
     mid_write = 0  # kills that left a partial output behind (the others hit the child's start-up)
     reference: dict[tuple[str, str], tuple[dict, list[int], float]] = {}
     row.rss_mib, row.fds = (rss_mib(), 0.0), (open_fds(), 0)
@@ -325,6 +326,15 @@ def _greedy(path: Path) -> list[int]:
 PHASES = {"generations": phase_generations, "invalid": phase_invalid, "kills": phase_kills}
 
 
+def _run_phase(name: str, soak: Soak) -> Row:
+    """The phase's row; a phase that crashes is a row with that failure, and the soak goes on."""
+    t0 = time.perf_counter()
+    try:
+        return PHASES[name](soak)
+    except Exception as e:  # noqa: BLE001
+        return Row(name, failures=[f"the phase crashed: {type(e).__name__}: {e}"], seconds=time.perf_counter() - t0)
+
+
 def table(rows: list[Row]) -> str:
     head = "| phase | runs | failures | RSS first MiB | RSS last MiB | fds first | fds last | wall s |"
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---:|"]
@@ -353,7 +363,12 @@ def main(argv: list[str] | None = None) -> int:
         soak = Soak(random.Random(args.seed), Path(tmp), args.generations, args.invalid, args.kills,
                     MODELS[:1] if args.short else MODELS)
         t0 = time.perf_counter()
-        rows = [PHASES[name](soak) for name in phases if not (name == "kills" and args.kills == 0)]
+        rows = []
+        for name in phases:
+            if name == "kills" and args.kills == 0:
+                continue
+            rows.append(_run_phase(name, soak))
+            print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)  # each row as it is done
         total = time.perf_counter() - t0
     print(table(rows))
     print(f"\nseed {args.seed}, {max_threads()} numba threads, {total:.0f} s in all")
