@@ -155,3 +155,14 @@ def _error_of(call):
     except Exception as e:  # noqa: BLE001
         return e
     return None
+
+
+def test_chat_on_gemma_uses_the_built_in_template():
+    # found by scripts/soak.py: the Gemma GGUF ships no chat template, and chat=True failed
+    # with advice (template='gemma') that generate does not take
+    from tests._models import gemma3_path
+
+    gemma = workbench.load(gemma3_path(), threads=1, n_ctx=64)
+    ids = gemma.encode_prompt("Hello", chat=True)
+    assert ids == gemma.tokenizer.encode_chat([{"role": "user", "content": "Hello"}], template="gemma")
+    assert gemma.generate("Hello", chat=True, max_tokens=2).tokens

@@ -108,7 +108,11 @@ class Model:
         """Token ids of `prompt`, wrapped in the file's chat template when `chat`."""
         check_prompt(prompt)
         if chat:
-            return self.tokenizer.encode_chat([{"role": "user", "content": prompt}], add_generation_prompt=True)
+            # Gemma's GGUF ships no chat template: use the built-in Gemma one, as the HF export does
+            fallback = "gemma" if getattr(self.tokenizer, "chat_template", None) is None and \
+                self.config.arch == "gemma3" else None
+            return self.tokenizer.encode_chat([{"role": "user", "content": prompt}], add_generation_prompt=True,
+                                              template=fallback)
         return self.tokenizer.encode(prompt, add_special=True, parse_special=True)
 
     def generate(
