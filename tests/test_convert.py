@@ -168,8 +168,8 @@ def test_gguf_targets(tiny, tmp_path, to):
 def test_hf_target(tiny, tmp_path):
     out = convert(tiny, tmp_path / "hf", "hf-f32", progress=False)
     check_hf(tiny, out)
-    assert sorted(os.listdir(out)) == ["config.json", "generation_config.json", "model.safetensors",
-                                       "tokenizer.json", "tokenizer_config.json"]
+    assert sorted(os.listdir(out)) == [".workbench-converted", "config.json", "generation_config.json",
+                                       "model.safetensors", "tokenizer.json", "tokenizer_config.json"]
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "llama" and config["tie_word_embeddings"] is False
     assert config["rms_norm_eps"] == 1e-05 and config["rope_parameters"]["rope_theta"] == 10000.0
