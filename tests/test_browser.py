@@ -125,11 +125,57 @@ def test_dashboard_runs_in_jupyterlab(lab):
             cell = page.locator(".jp-CodeCell .jp-OutputArea").first
             cell.screenshot(path=str(shot))
             texts = page.locator(".widget-html").all_inner_texts()
+            statuses = _run_stop_and_switch(page)
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "dashboard-failure.png"), full_page=True)  # what the page showed
             raise
         finally:
             browser.close()
+    assert not [t for t in statuses if "error" in t], statuses
     generated = [t for t in texts if "The three most important ideas" in t]
     assert generated and len(generated[0]) > len("The three most important ideas in computer science are") + 5
     assert shot.is_file() and shot.stat().st_size > 20_000
+
+
+def _status(page) -> str:
+    return page.locator(".widget-html").first.inner_text()
+
+
+def _run_stop_and_switch(page) -> list[str]:
+    """Run pressed twice, Stop then Run, a model typed in during a run and loaded after it
+    (issue 20); the status line after each, for the caller to check that none is an error."""
+    run = page.locator("button.widget-button", has_text="Run")
+    load = page.locator("button.widget-button", has_text="Load")
+    seen = []
+    # Run twice in a row, as a double click would: the second lands on a disabled button
+    page.evaluate("""() => { const b = [...document.querySelectorAll('button.widget-button')]
+                                 .find(e => e.textContent.includes('Run')); b.click(); b.click(); }""")
+    page.wait_for_function("() => [...document.querySelectorAll('button.widget-button')]"
+                           ".some(e => e.textContent.includes('Stop') && !e.disabled)", timeout=60_000)
+    # no Load while a run is going: the model cannot change under it (read in one go, in case the run just ended)
+    assert page.evaluate("""() => { const b = [...document.querySelectorAll('button.widget-button')];
+                                    const stop = b.find(e => e.textContent.includes('Stop'));
+                                    const load = b.find(e => e.textContent.includes('Load'));
+                                    return stop.disabled || load.disabled; }""")
+    combo = page.locator("input[list]").first  # the model Combobox: a text input with a datalist
+    combo.fill("gemma3-270m")  # typed in during the run: taken only by the next Load
+    page.locator("button.widget-button", has_text="Stop").click()
+    run.wait_for(state="visible")
+    page.wait_for_function("() => [...document.querySelectorAll('button.widget-button')]"
+                           ".some(e => e.textContent.includes('Run') && !e.disabled)", timeout=120_000)
+    seen.append(_status(page))
+    run.click()  # Stop then Run: the generation goes on to its end
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.widget-html')].some(e => e.textContent.includes('done'))",
+        timeout=300_000)
+    seen.append(_status(page))
+    load.click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.widget-html')].some(e => e.textContent.includes('loaded gemma'))",
+        timeout=300_000)
+    run.click()
+    page.wait_for_function(
+        "() => [...document.querySelectorAll('.widget-html')].some(e => e.textContent.includes('done'))",
+        timeout=300_000)
+    seen.append(_status(page))
+    return seen

@@ -1,5 +1,6 @@
 """The model catalog: names to local files, clear errors for everything else."""
 
+import hashlib
 import importlib
 
 import pytest
@@ -111,6 +112,7 @@ def fake_gemma(tmp_path, monkeypatch):
     monkeypatch.setattr(pkg, "chunk_paths", lambda: chunks)
     monkeypatch.setattr(pkg, "verify_chunks", lambda: None)
     monkeypatch.setattr(pkg, "assemble", assemble)
+    monkeypatch.setattr(pkg, "EXPECTED_SHA256", hashlib.sha256(b"GGUF" + b"a" * 100 + b"b" * 50).hexdigest())
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path / "cache"))
     return assemble, calls
 
@@ -125,7 +127,13 @@ def test_gemma3_assembled_once_into_the_cache(tmp_path, fake_gemma):
     path.write_bytes(b"GGUF")  # wrong size: assembled again
     assert resolve("gemma3-270m") == path and len(calls) == 2
     assert path.stat().st_size == 154
-    assert sorted(p.name for p in path.parent.iterdir()) == [path.name]  # no partial files
+    with open(path, "r+b") as f:  # same size, other bytes: its sha256 tells, assembled again
+        f.seek(50)
+        f.write(b"\0" * 10)
+    assert resolve("gemma3-270m") == path and len(calls) == 3
+    assert path.read_bytes() == b"GGUF" + b"a" * 100 + b"b" * 50
+    # no partial files; the sidecar that spares a reuse from hashing the file again
+    assert sorted(p.name for p in path.parent.iterdir()) == [path.name, path.name + ".sha256.json"]
 
 
 def test_gemma3_failed_assembly_leaves_nothing(tmp_path, fake_gemma):

@@ -76,21 +76,30 @@ def test_unsupported_architecture(tmp_path, capsys):
     assert code == 2 and "mamba" in err and "architecture" in err
 
 
-@pytest.mark.parametrize(
-    "flags, word",
-    [
-        (["--temperature", "-1"], "temperature"),
-        (["--top-k", "0"], "top_k"),
-        (["--top-p", "0"], "top_p"),
-        (["--top-p", "1.5"], "top_p"),
-        (["--repetition-penalty", "0"], "repetition_penalty"),
-        (["--threads", "0"], "threads"),
-        (["--max-tokens", "0"], "max_tokens"),
-    ],
-)
-def test_bad_values(capsys, flags, word):
-    code, err = _run(capsys, "generate", "smollm2-135m", "--prompt", "hi", *flags)
-    assert code == 2 and word in err and "\n" not in err
+BAD_VALUES = [["--temperature", "-1"], ["--top-k", "0"], ["--top-k", "-5"], ["--top-p", "0"], ["--top-p", "1.5"],
+              ["--repetition-penalty", "0"], ["--threads", "0"], ["--max-tokens", "0"], ["--max-tokens", "-1"],
+              ["--seed", "-1"], ["--ctx", "0"]]
+
+
+@pytest.mark.parametrize("flags", BAD_VALUES)
+def test_bad_values_name_the_flag_before_any_file_is_opened(capsys, flags):
+    # the model path does not exist: an error about the value proves it came before the load
+    code, err = _run(capsys, "generate", "/no/such/model.gguf", "--prompt", "hi", *flags)
+    assert code == 2 and err.startswith(f"workbench: error: {flags[0]} ") and "\n" not in err
+    assert "model.gguf" not in err
+
+
+@pytest.mark.parametrize("flags", [["--max-tokens", "0"], ["--ctx", "0"]])
+def test_trace_checks_its_values_before_the_load(capsys, tmp_path, flags):
+    code, err = _run(capsys, "trace", "/no/such/model.gguf", "--prompt", "hi", "--out", str(tmp_path / "t.json"),
+                     *flags)
+    assert code == 2 and err.startswith(f"workbench: error: {flags[0]} ")
+
+
+def test_invalid_utf8_prompt_is_one_line(capsys):
+    bad = b"caf\xe9".decode("utf-8", "surrogateescape")  # what Python makes of a Latin-1 byte in argv
+    code, err = _run(capsys, "generate", "/no/such/model.gguf", "--prompt", bad)
+    assert code == 2 and err.startswith("workbench: error: --prompt is not valid UTF-8") and "\n" not in err
 
 
 def test_prompt_longer_than_context(capsys):

@@ -37,10 +37,10 @@ def test_load_signature_shows_readable_defaults():
 
 
 @pytest.mark.parametrize("flags, word", [
-    (["--temperature", "-1"], "temperature"),
-    (["--top-p", "1.5"], "top_p"),
-    (["--top-k", "0"], "top_k"),
-    (["--repetition-penalty", "0"], "repetition_penalty"),
+    (["--temperature", "-1"], "--temperature"),
+    (["--top-p", "1.5"], "--top-p"),
+    (["--top-k", "0"], "--top-k"),
+    (["--repetition-penalty", "0"], "--repetition-penalty"),
     (["--max-tokens", "0"], "--max-tokens"),
 ])
 def test_bad_sampling_flags_fail_before_the_model_loads(monkeypatch, capsys, flags, word):

@@ -3,8 +3,15 @@
 A `Model` owns one session: the weights (memory-mapped where their format allows, else
 prepared at load per the options), the tokenizer, and the state (KV cache and
 activation buffers) allocated once at load for `n_ctx` positions. Thread count is a
-session setting applied to numba before each run, so it can change between calls
-without reloading. `load_report` says what the load did (quantized, fused, sizes).
+session setting applied to numba before each run (on the thread that runs it), so it can
+change between calls without reloading. `load_report` says what the load did
+(quantized, fused, sizes).
+
+One model may be shared by several Python threads: calls wait their turn (a lock held
+for a whole `generate`, for each step of a stepper, and for `forward` / `reset` /
+`score`), and a stepper whose KV cache was taken by a later call refuses to step with
+`StaleStepperError` (see `engine.session`). Every argument is checked before any work:
+a `ParameterError` names the keyword argument at fault.
 """
 
 from __future__ import annotations
@@ -17,12 +24,15 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from workbench import models
+from workbench.config_checks import check_config
 from workbench.engine.evaluate import Scores, teacher_forced
 from workbench.engine.generator import Generation, Stepper
 from workbench.engine.generator import run as generate_from
 from workbench.engine import request
 from workbench.engine.stream import Stream
 from workbench.engine.options import UNSET, RunOptions, resolve_options
+from workbench.engine.params import check_int, check_prompt, check_token_ids, generation_args
+from workbench.engine.session import Session
 from workbench.errors import ParameterError
 from workbench.formats.catalog import DEFAULT_MODEL, resolve
 from workbench.formats.gguf import GGUFFile
@@ -33,17 +43,30 @@ from workbench.kernels.jit import max_threads, set_threads
 from workbench.trace import current as current_tracer
 
 
-def _check_int(name: str, value, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ParameterError(f"{name} must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"between {low} and {high}" if high is not None else f">= {low}"
-        raise ParameterError(f"{name} must be {bound}, got {value}")
-    return int(value)
+_check_int = check_int  # the name Model.__init__ uses
+
+
+def _check_threads(n: int | None) -> int:
+    """A thread count for numba (None: all of its threads)."""
+    if n is not None and not isinstance(n, bool) and isinstance(n, (int, np.integer)) and n > max_threads():
+        raise ParameterError(f"threads must be between 1 and {max_threads()}, the threads numba was started "
+                             f"with (set NUMBA_NUM_THREADS before starting Python for more), got {n}",
+                             param="threads")
+    return check_int("threads", n if n is not None else max_threads(), 1, max_threads())
 
 
 class Model:
-    """A loaded model with its tokenizer and one preallocated inference session."""
+    """A loaded model with its tokenizer and one preallocated inference session.
+
+    Safe to share between threads: concurrent calls wait for each other (they do not
+    fail), and only the latest `start()` may step (an older stepper raises
+    `StaleStepperError` rather than share the KV cache)."""
+
+    def __new__(cls, *args, **kwargs):
+        # The session guard exists before __init__ runs, whose warm-up already resets the cache.
+        self = super().__new__(cls)
+        self._session = Session(lambda: self.threads)
+        return self
 
     def __init__(self, path: Path, source, make_tokenizer: Callable, options: RunOptions, n_ctx: int | None):
         """source: a parsed GGUFFile or an HFDirectory; use `workbench.load` to make one.
@@ -93,10 +116,7 @@ class Model:
 
     @threads.setter
     def threads(self, n: int | None) -> None:
-        if n is not None and not isinstance(n, bool) and isinstance(n, (int, np.integer)) and n > max_threads():
-            raise ParameterError(f"threads must be between 1 and {max_threads()}, the threads numba was started "
-                                 f"with (set NUMBA_NUM_THREADS before starting Python for more), got {n}")
-        self._threads = _check_int("threads", n if n is not None else max_threads(), 1, max_threads())
+        self._threads = _check_threads(n)
 
     @property
     def weight_bytes(self) -> int:
@@ -108,12 +128,11 @@ class Model:
         rendered by the chat template. A string goes through the template as one user
         message when `chat` or `template` is given. The template is the file's own
         (GGUF `tokenizer.chat_template`, tokenizer_config.json's), else the built-in one
-        of the architecture (as llama.cpp falls back), or `template`: a built-in name
-        (`chatml`, `gemma`, `llama3`, `zephyr`) or Jinja source."""
+        of the architecture (as llama.cpp falls back: Gemma's GGUF has none), or
+        `template`: a built-in name (`chatml`, `gemma`, `llama3`) or Jinja source."""
         if isinstance(prompt, (list, tuple)):
             return self.tokenizer.encode_chat(list(prompt), add_generation_prompt=True, template=template)
-        if not isinstance(prompt, str) or not prompt:
-            raise ParameterError("prompt must be a non-empty string or a list of {'role', 'content'} messages")
+        check_prompt(prompt)
         if chat or template is not None:
             return self.tokenizer.encode_chat([{"role": "user", "content": prompt}], add_generation_prompt=True,
                                               template=template)
@@ -147,15 +166,21 @@ class Model:
         `stop`: strings that end the generation (left out of the text). `on_token(piece,
         token_id)` is called per token; `model.stream(...)` is the iterator form.
         A prompt longer than the context is an error unless `truncate`, which keeps its
-        last tokens (and the BOS token when the tokenizer adds one)."""
-        stepper = self.start(prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop, chat,
-                             truncate, do_sample=do_sample, template=template, max_tokens=max_tokens)
-        return generate_from(stepper, on_token, self._stamped(current_tracer()))
+        last tokens (and the BOS token when the tokenizer adds one). Waits while another
+        thread uses the model."""
+        request.generation_args(max_new_tokens, max_tokens, do_sample, temperature, top_k, top_p,
+                                repetition_penalty, seed, stop)  # fail before waiting
+        request.check_prompt_or_messages(prompt)
+        with self._session.lock:  # the whole generation: no other thread's call in between
+            stepper = self.start(prompt, max_new_tokens, temperature, top_k, top_p, repetition_penalty, seed, stop,
+                                 chat, truncate, do_sample=do_sample, template=template, max_tokens=max_tokens)
+            return generate_from(stepper, on_token, self._stamped(current_tracer()))
 
     def stream(self, prompt: str | Sequence[dict], max_new_tokens: int | None = None, **kwargs) -> Stream:
         """The generation `generate(prompt, ...)` would make, as an iterator of text
         pieces (`Stream`: `.events` has each token's id and seconds, `.generation` the
-        final `Generation`). Everything is checked here, before the first `next()`."""
+        final `Generation`). Everything is checked here, before the first `next()`; it
+        is a stepper (`start`), so a later generation on this model supersedes it."""
         stepper = self.start(prompt, max_new_tokens, **kwargs)
         self._stamped(current_tracer())
         return Stream(stepper, current_tracer)
@@ -178,50 +203,52 @@ class Model:
         max_tokens: int | None = None,
     ) -> Stepper:
         """A generation to advance token by token with `.step()` (widgets: draw between
-        steps, stop at any point; the model stays usable). Arguments as `generate`."""
-        params = request.sampling_params(do_sample, temperature, top_k, top_p, repetition_penalty, seed)
-        n_new = request.max_new_tokens(max_new_tokens, max_tokens)
-        stop = request.stop_strings(stop)
+        steps, stop at any point; the model stays usable). Arguments as `generate`.
+        It supersedes any earlier stepper of this model: that one raises
+        `StaleStepperError` if stepped again. Any thread may step it."""
+        params, n_new, stop = request.generation_args(max_new_tokens, max_tokens, do_sample, temperature, top_k,
+                                                      top_p, repetition_penalty, seed, stop)
         ids = self.encode_prompt(prompt, chat, template)
         if len(ids) >= self.n_ctx:
             if not truncate:
                 raise ParameterError(
                     f"the prompt is {len(ids)} tokens but the context holds {self.n_ctx} (model limit "
-                    f"{self.config.context_length}; load with a larger n_ctx, shorten the prompt, or pass truncate=True)"
-                )
+                    f"{self.config.context_length}; load with a larger n_ctx, shorten the prompt, or pass truncate=True)",
+                    param="prompt")
             keep = self.n_ctx - 1
             bos = self.tokenizer.bos_id
             ids = [ids[0]] + ids[len(ids) - keep + 1 :] if ids[0] == bos and bos is not None else ids[-keep:]
-        set_threads(self.threads)
-        return Stepper(self.net, self.state, self.tokenizer, ids, n_new, params, stop)
+        with self._session.lock:
+            ticket = self._session.claim()
+        return Stepper(self.net, self.state, self.tokenizer, ids, n_new, params, stop, self._session, ticket)
 
     def score(self, text: str | Sequence[int], max_tokens: int | None = None) -> Scores:
         """Teacher-forced scores of `text` (or token ids): the argmax and log p(next) at
         every position, for top-1 agreement between models and perplexity. Empties the
         KV cache before and after."""
-        ids = self.tokenizer.encode(text) if isinstance(text, str) else list(text)
+        if isinstance(text, str):
+            ids = self.tokenizer.encode(check_prompt(text))
+        else:
+            ids = check_token_ids(text, self.config.vocab_size, "text", min_len=2)
         if max_tokens is not None:
-            ids = ids[: _check_int("max_tokens", max_tokens, 2)]
-        set_threads(self.threads)
-        return teacher_forced(self.net, self.state, ids)
+            ids = ids[: check_int("max_tokens", max_tokens, 2)]
+        with self._session.take():
+            return teacher_forced(self.net, self.state, ids)
 
     # Step-level access, for widgets and notebooks.
     def reset(self) -> None:
         """Empty the KV cache."""
-        self.state.cache.reset()
+        with self._session.take():
+            self.state.cache.reset()
 
     def forward(self, ids: Sequence[int]) -> np.ndarray:
         """Feed tokens after those already in the cache; logits (vocab,) of the last one."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if ids.ndim != 1 or ids.size == 0:
-            raise ParameterError("forward needs a non-empty 1-D sequence of token ids")
-        if ids.min() < 0 or ids.max() >= self.config.vocab_size:
-            raise ParameterError(f"token ids must lie in [0, {self.config.vocab_size})")
-        set_threads(self.threads)
+        ids = check_token_ids(ids, self.config.vocab_size)
         tracer = self._stamped(current_tracer())
         logits = None
-        for b in range(0, ids.size, self.state.n_batch):
-            logits = self.net.forward(ids[b : b + self.state.n_batch], self.state, tracer)
+        with self._session.take():
+            for b in range(0, ids.size, self.state.n_batch):
+                logits = self.net.forward(ids[b : b + self.state.n_batch], self.state, tracer)
         return logits
 
     def provenance(self) -> dict:
@@ -278,14 +305,19 @@ def load(
     opts = resolve_options(profile, quant_threshold=quant_threshold, quant_type=quant_type,
                            quantize_lm_head=quantize_lm_head, requantize=requantize, fuse=fuse, threads=threads,
                            kv_type=kv_type)
+    _check_threads(opts.threads)  # every value is checked before any file is opened
+    if n_ctx is not None:
+        check_int("n_ctx", n_ctx, 1)
     text = str(source) if source is not None else DEFAULT_MODEL
     path = _derived_path(text) if _is_variant(text) else resolve(text)
     if path.is_dir():
         from workbench.formats.hf_tokenizer import HFTokenizer
 
         src = HFDirectory.open(path)
+        check_config(models.config_of(src), str(path / "config.json"))
         return Model(path, src, lambda: HFTokenizer.from_dir(path), opts, n_ctx)
     gf = GGUFFile.open(path)
+    check_config(models.config_of(gf), str(path))
     return Model(path, gf, lambda: Tokenizer.from_gguf(gf), opts, n_ctx)
 
 

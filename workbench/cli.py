@@ -26,18 +26,26 @@ Load options: --threads N, --ctx N, --profile {baseline,optimized,aggressive},
 the real shapes and formats) into the cache and prints its files; `twin:NAME` as a
 SOURCE makes it on first use too (`twin:NAME:gguf` is its GGUF file).
 
-Bad input (a missing file, a bad value) prints one line on stderr and exits with 2;
-this is the only place in workbench that prints.
+Bad input (a missing file, a bad value, an output that cannot be written, stdout on a
+full device) prints one line on stderr and exits with 2; this is the only place in
+workbench that prints. Values are checked before the model is loaded, and a bad one is
+named by its flag (`--top-p must be in (0, 1]`), not by the Python keyword.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 
-from workbench.errors import WorkbenchError
+from workbench.errors import ParameterError, WorkbenchError
+
+# Python keyword -> the flag that sets it, where the two are not spelled alike
+_FLAG_OF = {"n_ctx": "--ctx", "text": "--prompt"}
+# errors of writing to a device or disk that cannot take more: one line, exit 2
+_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO)
 
 
 def _positive_int(text: str) -> int:
@@ -81,7 +89,7 @@ def _add_load_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
-    p.add_argument("--max-tokens", "--max-new-tokens", "-n", dest="max_tokens", type=_positive_int,
+    p.add_argument("--max-tokens", "-n", dest="max_tokens", type=_positive_int,
                    default=max_tokens)
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--top-k", type=_positive_int, default=None)
@@ -133,15 +141,14 @@ class _VersionAction(argparse.Action):
 
 
 def _sampling_args(args) -> dict:
-    """The generation arguments of `generate`, checked before any model loads: a bad
-    value costs a line on stderr, not a model load first (the Python API checks the
-    same values through `SamplingParams`, before it encodes the prompt)."""
-    from workbench.engine.sampling import SamplingParams
+    """The generation arguments of `generate` and `chat`, checked before any model loads
+    (`engine.params.generation_args`, the check every entry point shares) with the
+    template name."""
+    from workbench.engine.params import generation_args
     from workbench.errors import ParameterError
 
-    if args.max_tokens < 1:
-        raise ParameterError(f"max_tokens (--max-tokens) must be >= 1, got {args.max_tokens}")
-    SamplingParams(args.temperature, args.top_k, args.top_p, args.repetition_penalty, seed=args.seed)
+    generation_args(args.max_tokens, args.temperature, args.top_k, args.top_p, args.repetition_penalty, args.seed,
+                    args.stop or ())
     if args.template is not None:
         from workbench.formats.chat import BUILTIN_TEMPLATES
 
@@ -347,10 +354,25 @@ def _twin(args) -> int:
     return 0
 
 
+def _check_early(args, sampling: bool) -> None:
+    """What can be checked without the model, checked before it is loaded."""
+    from workbench.engine.params import check_int, check_prompt, generation_args
+
+    check_prompt(args.prompt)
+    if args.ctx is not None:
+        check_int("n_ctx", args.ctx, 1)
+    if sampling:
+        generation_args(args.max_tokens, args.temperature, args.top_k, args.top_p, args.repetition_penalty,
+                        args.seed)
+    else:
+        check_int("max_tokens", args.max_tokens, 1)
+
+
 def _generate(args) -> int:
     import workbench
     from workbench.trace import step_summary
 
+    _check_early(args, sampling=True)
     sampling = _sampling_args(args)
     model = _load(args)
     on_token = None
@@ -446,7 +468,12 @@ def _convert(args) -> int:
 
     from workbench.convert import convert_report
 
-    r = convert_report(args.src, args.dst, args.to, progress=not args.json, overwrite=args.overwrite)
+    try:
+        r = convert_report(args.src, args.dst, args.to, progress=not args.json, overwrite=args.overwrite)
+    except ParameterError as e:
+        if e.param == "overwrite":
+            raise ParameterError(f"{args.dst} already exists; pass --overwrite to replace it") from None
+        raise
     if args.json:
         print(json.dumps(asdict(r), default=str))
         return 0
@@ -503,14 +530,62 @@ def _print_info(path, info: dict, as_json: bool) -> int:
 def _trace(args) -> int:
     from pathlib import Path
 
+    _check_early(args, sampling=False)
+    if args.plotlyjs not in ("inline", "cdn") and not args.plotlyjs.endswith(".js"):
+        raise ParameterError(f"--plotlyjs must be inline, cdn or the path of a .js file, got {args.plotlyjs!r}")
+    outputs = {}
+    try:
+        for flag in ("out", "save", "html"):  # only the files asked for
+            if getattr(args, flag) is not None:
+                outputs[flag] = _Output(f"--{flag}", Path(getattr(args, flag)))
+        return _trace_to(args, outputs)
+    finally:
+        for o in outputs.values():
+            o.discard()
+
+
+class _Output:
+    """A file the CLI writes after a long run: checked (and its partial file created)
+    before the run, so that a directory, a read-only place or a missing parent fails at
+    once; written to the partial file and renamed, so that a full disk leaves no
+    truncated file under the name."""
+
+    def __init__(self, flag: str, path: Path):
+        from workbench.formats.files import partial_path, sweep_partials
+
+        self.flag, self.path = flag, path
+        if path.is_dir():
+            raise ParameterError(f"{flag} {path} is a directory; give a file path")
+        if path.exists() and not path.is_file():
+            raise ParameterError(f"{flag} {path} is not a regular file")
+        if not path.parent.is_dir():
+            raise ParameterError(f"{flag} {path}: directory {path.parent} does not exist")
+        sweep_partials(path)
+        self.partial = partial_path(path)
+        try:
+            self.partial.open("xb").close()
+        except OSError as e:
+            raise ParameterError(f"{flag} {path}: cannot write in {path.parent} ({e.strerror or e})") from None
+
+    def write(self, write_to) -> None:
+        """`write_to(partial path)`, then the rename; an OSError becomes one line."""
+        try:
+            write_to(self.partial)
+            os.replace(self.partial, self.path)
+        except OSError as e:
+            raise WorkbenchError(f"{self.flag} {self.path}: writing failed ({e.strerror or e}); "
+                                 "nothing was written there") from None
+
+    def discard(self) -> None:
+        from workbench.formats.files import remove
+
+        remove(self.partial)
+
+
+def _trace_to(args, outputs: dict) -> int:
     import workbench
-    from workbench.errors import ParameterError
     from workbench.trace import tracing
 
-    for flag in ("out", "save", "html"):
-        where = getattr(args, flag)
-        if where is not None and not Path(where).parent.is_dir():
-            raise ParameterError(f"--{flag} {where}: directory {Path(where).parent} does not exist")
     model = _load(args)
     # Untraced warm-up: the first call of each kernel loads it from numba's cache, which
     # is not what a trace should show.
@@ -528,23 +603,21 @@ def _trace(args) -> int:
         meta |= {"cpu": bw.cpu, "read_gbps": gbps}
     with tracing(args.level, meta) as tracer:
         gen = model.generate(args.prompt, max_tokens=args.max_tokens, chat=args.chat)
-    written = []
-    if args.out:
-        tracer.to_chrome_json(args.out)
-        written.append(args.out)
-    if args.save:
-        tracer.save(args.save)
-        written.append(args.save)
-    if args.html:
+    writers = {"out": tracer.to_chrome_json, "save": tracer.save}
+    if "html" in outputs:
         from workbench.viz import report_html
 
-        report_html(tracer, args.html, gbps, plotlyjs=args.plotlyjs)
-        written.append(args.html)
+        writers["html"] = lambda path: report_html(tracer, path, gbps, plotlyjs=args.plotlyjs)
+    written = []
+    for flag, output in outputs.items():
+        output.write(writers[flag])
+        written.append(str(output.path))
     summary = tracer.summary()
     roof = tracer.roofline(gbps) if gbps else None
 
     if args.json:
-        record = {**tracer.meta, "out": args.out, "written": written, "level": args.level, **gen.as_dict(), "timings": summary}
+        record = {**tracer.meta, "out": args.out, "written": written, "level": args.level, **gen.as_dict(),
+                  "timings": summary}
         if roof is not None:
             record["roofline"] = [{"op": op, **row} for op, row in roof.round(6).iterrows()]
         print(json.dumps(record, default=float))
@@ -677,12 +750,31 @@ def _sweep_markdown(records) -> str:
     return "\n".join(lines)
 
 
+def _flags(parser: argparse.ArgumentParser, command: str) -> dict[str, str]:
+    """Python keyword -> CLI flag, for the options of `command`."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[command]
+    flags = {a.dest: max(a.option_strings, key=len) for a in sub._actions if a.option_strings}
+    return flags | {k: v for k, v in _FLAG_OF.items() if v in flags.values()}
+
+
+def _quiet_stdout() -> None:
+    """Point stdout at devnull, so that the interpreter's last flush cannot fail again."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
     try:
         commands = {"generate": _generate, "chat": _chat, "inspect": _inspect, "trace": _trace, "bench": _bench,
                     "convert": _convert, "cache": _cache, "sweep": _sweep, "twin": _twin, "compare": _compare}
-        return commands[args.command](args)
+        code = commands[args.command](args)
+        sys.stdout.flush()  # a full device shows here, inside the try, not at exit
+        return code
+    except ParameterError as e:
+        flag = _flags(parser, args.command).get(e.param or "")
+        print(f"workbench: error: {e.renamed(flag) if flag else e}", file=sys.stderr)
+        return 2
     except WorkbenchError as e:
         print(f"workbench: error: {e}", file=sys.stderr)
         return 2
@@ -690,9 +782,15 @@ def main(argv: list[str] | None = None) -> int:
         print("workbench: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `workbench inspect FILE | head`: the reader left, not an error
-        # point stdout at devnull so the interpreter's final flush does not fail again
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        _quiet_stdout()
         return 0
+    except OSError as e:
+        if e.errno not in _FULL:
+            raise
+        print(f"workbench: error: writing the output failed: {e.strerror} (stdout or a file on a full device)",
+              file=sys.stderr)
+        _quiet_stdout()
+        return 2
 
 
 if __name__ == "__main__":

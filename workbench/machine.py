@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from workbench.errors import ParameterError
+from workbench.formats.files import partial_path, remove
 
 KERNELS = ("read", "copy", "triad")
 
@@ -124,8 +125,11 @@ def machine_bandwidth(refresh: bool = False, threads: list[int] | None = None, b
     samples = stream(threads, buffer_mib, repeats)
     date = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     record = MachineBandwidth(cpu_name(), os.cpu_count(), date, buffer_mib, repeats, samples, str(path))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(record.as_dict(), indent=1))
-    tmp.replace(path)  # atomic: a concurrent reader sees the old file or the new one
+    tmp = partial_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_text(json.dumps(record.as_dict(), indent=1))
+        tmp.replace(path)  # atomic: a concurrent reader sees the old file or the new one
+    except OSError:  # a read-only or misplaced cache: the measurement stands, it is only not kept
+        remove(tmp)
     return record

@@ -9,23 +9,26 @@ every file written. A cached output is reused only when its sidecar matches the 
 as it is now, the converter version and the files' bytes (hashing a few hundred MB takes
 about a second); anything else (a flipped byte, a truncated file, a newer converter, a
 reinstalled source package) remakes it. A lock file serializes processes making the
-same variant. `variants()` lists every "name:variant" for UIs.
+same variant. `variants()` lists every "name:variant" for UIs. The partial files and
+directories of builds that were killed (`.NAME.partial-PID`) are removed by the next
+build of the same variant (`convert` sweeps them); a cache that cannot be written is a
+`CacheError` naming it.
 
-It does not clean up outputs of older converter versions, nor the partial files of
-processes that were killed (`.NAME.partial-PID`): both are remade or overwritten.
+It does not clean up outputs of older converter versions: they are remade in place.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import json
 import os
 from pathlib import Path
 
-from workbench.convert.core import CONVERTER_VERSION, convert_report
-from workbench.formats.catalog import ModelNotFoundError, cache_dir, resolve
+from workbench.convert.core import CONVERTER_VERSION, MARKER, convert_report
+from workbench.errors import CacheError
+from workbench.formats.catalog import ModelNotFoundError, cache_dir, cache_subdir, resolve
+from workbench.formats.files import partial_path, remove, sha256, sweep_partials
 
 SOURCES = ("smollm2-135m", "gemma3-270m")
 # variant -> conversion target
@@ -55,26 +58,36 @@ def derived(name: str, variant: str, progress: bool = True) -> Path:
     out = derived_path(name, variant)
     source = resolve(name)
     sidecar = out.with_name(out.name + ".json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(out.with_name(f".{out.name}.lock")):
-        if _verified(out, sidecar, source):
-            return out
-        sidecar.unlink(missing_ok=True)
-        report = convert_report(source, out, VARIANTS[variant], progress=progress, overwrite=True)
-        record = {
-            "variant": f"{name}:{variant}",
-            "to": report.to,
-            "converter_version": CONVERTER_VERSION,
-            "source": _source_record(source),
-            "files": _file_records(out),
-            "formats": report.formats,
-            "fallback": report.fallback,
-            "seconds": round(report.seconds, 2),
-        }
-        tmp = sidecar.with_name(f".{sidecar.name}.partial-{os.getpid()}")
-        tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-        os.replace(tmp, sidecar)
+    cache_subdir("derived")
+    try:
+        with _lock(out.with_name(f".{out.name}.lock")):
+            if _verified(out, sidecar, source):
+                return out
+            _build(name, variant, source, out, sidecar, progress)
+    except OSError as e:
+        raise CacheError(f"making {name}:{variant} in {out.parent} failed: {e.strerror or e}") from None
     return out
+
+
+def _build(name: str, variant: str, source: Path, out: Path, sidecar: Path, progress: bool) -> None:
+    sidecar.unlink(missing_ok=True)
+    if out.is_dir() and not (out / MARKER).is_file():
+        remove(out)  # ours, from before directories were marked; convert replaces only marked ones
+    report = convert_report(source, out, VARIANTS[variant], progress=progress, overwrite=True)
+    record = {
+        "variant": f"{name}:{variant}",
+        "to": report.to,
+        "converter_version": CONVERTER_VERSION,
+        "source": _source_record(source),
+        "files": _file_records(out),
+        "formats": report.formats,
+        "fallback": report.fallback,
+        "seconds": round(report.seconds, 2),
+    }
+    sweep_partials(sidecar)
+    tmp = partial_path(sidecar)
+    tmp.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, sidecar)
 
 
 def _check(name: str, variant: str) -> tuple[str, str]:
@@ -96,11 +109,6 @@ def _file_records(out: Path) -> dict[str, dict]:
     """{path relative to the derived directory: {size, sha256}} of every file of `out`."""
     files = sorted(p for p in out.rglob("*") if p.is_file()) if out.is_dir() else [out]
     return {p.relative_to(out.parent).as_posix(): {"size": p.stat().st_size, "sha256": sha256(p)} for p in files}
-
-
-def sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _verified(out: Path, sidecar: Path, source: Path) -> bool:

@@ -4,7 +4,11 @@ Contract: `src` is a GGUF file or a catalog name (`catalog.resolve`); `to` is on
 `TARGETS`. The output appears at `dst` all at once or not at all: it is written under a
 temporary name in `dst`'s directory (`.NAME.partial-PID`, a file or a directory) and
 renamed into place, and an error or an interrupt (Ctrl-C included) on the way removes
-the partial output. An existing `dst` is replaced only with `overwrite=True`.
+the partial output. Leftovers of killed conversions to the same `dst` (partial files of
+processes that no longer run) are removed before writing. An existing `dst` is replaced
+only with `overwrite=True`, and never a directory by a file; an hf-f32 output replaces
+only a directory that workbench wrote (it holds `MARKER`), so a mistyped path cannot
+delete a directory of the user's files.
 `convert_report` does the same and returns a `ConvertReport` record (formats written,
 tensors that fell back to another format, bytes, seconds); `convert` returns the path.
 
@@ -17,7 +21,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -27,12 +30,15 @@ from workbench.convert.gguf_out import write_gguf
 from workbench.convert.hf_out import write_hf
 from workbench.errors import ParameterError, UnsupportedError, WorkbenchError
 from workbench.formats.catalog import resolve
+from workbench.formats.files import partial_path, remove, sweep_partials
 from workbench.formats.gguf import GGUFFile
 
 # Bumped whenever the bytes a conversion writes change, so that cached variants are remade.
 CONVERTER_VERSION = 1
 
 TARGETS = ("gguf-q8_0", "gguf-q4_0", "gguf-f16", "gguf-f32", "hf-f32")
+# Written into every hf-f32 directory: only a directory holding it may be replaced.
+MARKER = ".workbench-converted"
 
 
 class ConvertError(WorkbenchError):
@@ -72,30 +78,43 @@ def convert_report(src: str | os.PathLike, dst: str | os.PathLike, to: str, *, p
     if source.is_dir():
         raise UnsupportedError(f"{source} is an HF directory; workbench converts GGUF files only")
     dst = Path(dst).expanduser()
-    if dst.exists() or dst.is_symlink():
-        if dst.exists() and dst.resolve() == source.resolve():
-            raise ParameterError(f"{dst} is the source of the conversion; write to another path")
-        if not overwrite:
-            raise ParameterError(f"{dst} already exists; pass overwrite=True to replace it")
+    _check_destination(source, dst, to, overwrite)
     gf = GGUFFile.open(source)
     start = time.perf_counter()
-    partial = dst.parent / f".{dst.name}.partial-{os.getpid()}"
+    partial = partial_path(dst)
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
-        _remove(partial)  # left by an earlier run of a process with this pid
+        sweep_partials(dst)  # what killed conversions to dst left behind (ours from an earlier try too)
         if to == "hf-f32":
             partial.mkdir()
             formats, fallback = write_hf(gf, partial, progress), {}
+            (partial / MARKER).write_text(f"written by workbench convert (converter {CONVERTER_VERSION})\n")
         else:
             formats, fallback = write_gguf(gf, partial, to.removeprefix("gguf-"), progress)
         _install(partial, dst)
     except OSError as e:
         raise ConvertError(f"converting {source} to {to} at {dst} failed: {e}") from None
     finally:
-        _remove(partial)  # still there only when something failed
+        remove(partial)  # still there only when something failed
         gf.close()
     return ConvertReport(dst, source, to, dict(Counter(formats)), fallback, _size(dst),
                          time.perf_counter() - start)
+
+
+def _check_destination(source: Path, dst: Path, to: str, overwrite: bool) -> None:
+    """Refuse what must not be replaced, before anything is read or written."""
+    if not (dst.exists() or dst.is_symlink()):
+        return
+    if dst.exists() and dst.resolve() == source.resolve():
+        raise ParameterError(f"{dst} is the source of the conversion; write to another path", param="dst")
+    if dst.is_dir() and not to.startswith("hf-"):
+        raise ParameterError(f"{dst} is a directory; a {to} conversion writes a file: give a file path "
+                             "(the directory is left as it is)", param="dst")
+    if dst.is_dir() and not (dst / MARKER).is_file():
+        raise ParameterError(f"{dst} is a directory that workbench did not write (no {MARKER} in it); "
+                             "give a new path: a directory workbench did not write is never replaced", param="dst")
+    if not overwrite:
+        raise ParameterError(f"{dst} already exists; pass overwrite=True to replace it", param="overwrite")
 
 
 def _check_target(to: str) -> str:
@@ -113,8 +132,8 @@ def _install(partial: Path, dst: Path) -> None:
         return
     old = None
     if dst.exists() or dst.is_symlink():  # a directory cannot be replaced in one rename
-        old = dst.parent / f".{dst.name}.old-{os.getpid()}"
-        _remove(old)
+        old = partial_path(dst, "old")
+        remove(old)
         os.replace(dst, old)
     try:
         os.replace(partial, dst)
@@ -123,14 +142,7 @@ def _install(partial: Path, dst: Path) -> None:
             os.replace(old, dst)
         raise
     if old is not None:
-        _remove(old)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
+        remove(old)
 
 
 def _size(path: Path) -> int:

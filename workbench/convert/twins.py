@@ -58,11 +58,12 @@ import gguf
 import numpy as np
 from tqdm.auto import tqdm
 
-from workbench.convert.cache import _lock, sha256
-from workbench.convert.core import ConvertError, _install, _remove
+from workbench.convert.cache import _lock
+from workbench.convert.core import ConvertError, _install
 from workbench.convert.gguf_out import add_tensor_info
 from workbench.convert.hf_out import _write_json, write_hf
 from workbench.formats.catalog import ModelNotFoundError, cache_dir, resolve
+from workbench.formats.files import remove, sha256
 from workbench.formats.gguf import GGUFFile
 from workbench.quant.reference import quantize_ref
 
@@ -131,14 +132,14 @@ def twin_files(name: str, *, progress: bool = True, rebuild: bool = False, verif
             partial = out.parent / f".{out.name}.partial-{os.getpid()}"
             start = time.perf_counter()
             try:
-                _remove(partial)
+                remove(partial)
                 partial.mkdir()
                 build_twin(spec, partial, progress=progress)
                 _install(partial, out)
             except OSError as e:
                 raise ConvertError(f"making twin {name} in {out} failed: {e}") from None
             finally:
-                _remove(partial)
+                remove(partial)
             record = {"twin": spec.name, "twin_version": TWIN_VERSION, "spec": _spec_record(spec),
                       "files": {p.relative_to(out.parent).as_posix(): {"size": p.stat().st_size, "sha256": sha256(p)}
                                 for p in sorted(out.rglob("*")) if p.is_file()},

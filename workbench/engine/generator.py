@@ -9,6 +9,7 @@ end-of-generation token, a stop string, `max_tokens`, or the end of the context.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -79,11 +80,16 @@ class Stepper:
     between tokens (a widget drawing a chart, a Stop button): `step()` samples the next
     token from the last logits, runs it through the model so the following step has
     logits, and returns (piece, token id), or None once finished (`finish_reason` then
-    says why). `generate` is this loop run to the end."""
+    says why). `generate` is this loop run to the end.
+
+    With a `session` (see `engine.session`; `Model.start` passes its own), each step
+    holds the session's lock and refuses to run once a later generation has taken the
+    KV cache (`StaleStepperError`); it may be stepped from any thread."""
 
     def __init__(self, model, state, tokenizer, prompt_ids: list[int], max_tokens: int, params: SamplingParams,
-                 stop: tuple[str, ...] = ()):
+                 stop: tuple[str, ...] = (), session=None, ticket: int | None = None):
         self.model, self.state, self.tokenizer = model, state, tokenizer
+        self.session, self.ticket = session, ticket
         self.prompt_ids, self.max_tokens, self.stop = list(prompt_ids), max_tokens, stop
         self.sampler = Sampler(params)
         self.stream = TextStream(tokenizer)
@@ -99,8 +105,15 @@ class Stepper:
     def done(self) -> bool:
         return self.finish_reason is not None
 
+    def _held(self):
+        return self.session.use(self.ticket) if self.session is not None else contextlib.nullcontext()
+
     def prefill(self, tracer=NULL_TRACER) -> None:
         """Run the prompt from an empty cache (the first `step` does it if not done)."""
+        with self._held():
+            self._prefill(tracer)
+
+    def _prefill(self, tracer) -> None:
         state = self.state
         state.cache.reset()
         t0 = time.perf_counter()
@@ -111,10 +124,12 @@ class Stepper:
         self.prefill_seconds = time.perf_counter() - t0
 
     def step(self, tracer=NULL_TRACER) -> tuple[str, int] | None:
-        if self.done:
-            return None
+        with self._held():  # done is read under the lock: another thread may be stepping too
+            return None if self.done else self._step(tracer)
+
+    def _step(self, tracer) -> tuple[str, int] | None:
         if self._logits is None:
-            self.prefill(tracer)
+            self._prefill(tracer)
         with tracer.span("sample", kind="block"):
             token = self.sampler(self._logits, self.context)
         if token in self.stop_ids:

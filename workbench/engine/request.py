@@ -9,7 +9,7 @@ place so that the Python API and the CLI check the same things before any work s
 - `do_sample=None` samples when `temperature > 0` (workbench's rule); `do_sample=False`
   is greedy whatever the temperature (transformers' rule); `do_sample=True` samples at
   `temperature` (1.0 when not given, transformers' default) and refuses temperature 0;
-- `stop` is a string or a list of non-empty strings.
+- `stop` is a string or a list of non-empty strings (`params.check_stop`).
 
 A prompt is a string or a list of `{"role", "content"}` messages; messages (or
 `chat=True`, or a `template=`) go through the model's chat template (see
@@ -20,8 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from workbench.engine.params import check_prompt, check_stop
 from workbench.engine.sampling import SamplingParams
 from workbench.errors import ParameterError
+from workbench.formats.chat import check_messages
 
 DEFAULT_MAX_NEW_TOKENS = 128
 
@@ -52,14 +54,21 @@ def sampling_params(do_sample: bool | None, temperature: float | None, top_k: in
     return SamplingParams(t, top_k, top_p, repetition_penalty, seed=seed)
 
 
-def stop_strings(stop: str | Sequence[str] | None) -> tuple[str, ...]:
-    if stop is None:
-        return ()
-    if isinstance(stop, str):
-        stop = (stop,)
-    if not isinstance(stop, (list, tuple)) or any(not isinstance(s, str) or not s for s in stop):
-        raise ParameterError(f"stop must be a string or a list of non-empty strings, got {stop!r}")
-    return tuple(stop)
+def generation_args(max_new: int | None, max_tokens: int | None, do_sample: bool | None, temperature: float | None,
+                    top_k: int | None, top_p: float | None, repetition_penalty: float, seed: int | None,
+                    stop) -> tuple[SamplingParams, int, tuple[str, ...]]:
+    """(sampling parameters, max new tokens, stop strings), each checked (stop strings by
+    `params.check_stop`, the same check as every other entry point)."""
+    return (sampling_params(do_sample, temperature, top_k, top_p, repetition_penalty, seed),
+            max_new_tokens(max_new, max_tokens), check_stop(stop))
+
+
+def check_prompt_or_messages(prompt) -> None:
+    """A prompt string (`params.check_prompt`) or a message list (`chat.check_messages`)."""
+    if isinstance(prompt, (list, tuple)):
+        check_messages(prompt)
+    else:
+        check_prompt(prompt)
 
 
 def held_back(text: str, stop: tuple[str, ...]) -> int:

@@ -29,19 +29,23 @@ class SamplingParams:
     def __post_init__(self):
         t = self.temperature
         if not isinstance(t, (int, float)) or math.isnan(t) or t < 0 or math.isinf(t):
-            raise ParameterError(f"temperature must be a finite number >= 0, got {t!r}")
-        if self.top_k is not None and (not isinstance(self.top_k, int) or self.top_k < 1):
-            raise ParameterError(f"top_k must be an integer >= 1 (or None for no limit), got {self.top_k!r}")
+            raise ParameterError(f"temperature must be a finite number >= 0, got {t!r}", param="temperature")
+        k = self.top_k
+        if k is not None and (isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1):
+            raise ParameterError(f"top_k must be an integer >= 1 (or None for no limit), got {k!r}", param="top_k")
         p = self.top_p
         if p is not None and (not isinstance(p, (int, float)) or math.isnan(p) or not 0 < p <= 1):
-            raise ParameterError(f"top_p must be in (0, 1], got {p!r}")
+            raise ParameterError(f"top_p must be in (0, 1], got {p!r}", param="top_p")
         r = self.repetition_penalty
         if not isinstance(r, (int, float)) or math.isnan(r) or math.isinf(r) or r <= 0:
-            raise ParameterError(f"repetition_penalty must be > 0, got {r!r}")
+            raise ParameterError(f"repetition_penalty must be a finite number > 0, got {r!r}",
+                                 param="repetition_penalty")
         if not isinstance(self.penalty_last_n, int) or self.penalty_last_n < 0:
-            raise ParameterError(f"penalty_last_n must be an integer >= 0, got {self.penalty_last_n!r}")
-        if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
-            raise ParameterError(f"seed must be a non-negative integer, got {self.seed!r}")
+            raise ParameterError(f"penalty_last_n must be an integer >= 0, got {self.penalty_last_n!r}",
+                                 param="penalty_last_n")
+        s = self.seed
+        if s is not None and (isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0):
+            raise ParameterError(f"seed must be a non-negative integer, got {s!r}", param="seed")
 
     @property
     def greedy(self) -> bool:

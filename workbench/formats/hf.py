@@ -21,6 +21,7 @@ It does not build the model config (`ModelConfig.from_hf`) or the tokenizer
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.errors import FormatError, UnsupportedError
+from workbench.formats.files import require_regular
 from workbench.formats.safetensors_file import SafetensorsFile
 from workbench.formats.weights import Tensor, WeightSource
 
@@ -105,13 +107,17 @@ def _compile(table: dict[str, str]) -> list[tuple[re.Pattern, str]]:
 
 
 def read_json(path: Path) -> dict:
-    """A JSON object from `path`; FormatError naming the file otherwise."""
+    """A JSON object from `path`; FormatError naming the file otherwise (a FIFO or a
+    device is refused before it is opened: reading one would block or never end)."""
+    require_regular(path, "JSON file")
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise FormatError(f"{path}: file is missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise FormatError(f"{path}: not a readable JSON file ({e})") from None
+    except RecursionError:
+        raise FormatError(f"{path}: JSON nested too deeply to be a config") from None
     if not isinstance(value, dict):
         raise FormatError(f"{path}: expected a JSON object, got {type(value).__name__}")
     return value
@@ -143,6 +149,7 @@ class HFDirectory(WeightSource):
             known = ", ".join(sorted(ARCHITECTURES))
             raise UnsupportedError(f"{path / 'config.json'}: model_type {model_type!r} is not supported "
                                    f"(supported: {known})")
+        _check_heads(config, path / "config.json")
         shards = {f: SafetensorsFile.open(path / f) for f in _shard_files(path)}
         table, prefixes = ARCHITECTURES[model_type]
         patterns = _compile(table)
@@ -204,6 +211,32 @@ class HFDirectory(WeightSource):
 
     def __repr__(self) -> str:
         return f"HFDirectory({str(self.path)!r}, model_type={self.model_type!r}, tensors={len(self._names)})"
+
+
+# model_type -> (heads key, width key, its default heads, its default width), transformers' defaults
+_HEADS = {"gpt2": ("n_head", "n_embd", 12, 768), "llama": ("num_attention_heads", "hidden_size", 32, 4096),
+          "gemma3_text": ("num_attention_heads", "hidden_size", 8, 2304),
+          "gemma3": ("num_attention_heads", "hidden_size", 8, 2304)}
+
+
+def _check_heads(config: dict, where: Path) -> None:
+    """The head counts split the model width: checked here because the config reader
+    divides by them (a 0 there was a ZeroDivisionError, not a message)."""
+    c = config.get("text_config") or config if config["model_type"] == "gemma3" else config
+    if not isinstance(c, dict):
+        raise FormatError(f"{where}: text_config must be an object")
+    heads_key, width_key, heads_default, width_default = _HEADS[config["model_type"]]
+    heads, width = c.get(heads_key, heads_default), c.get(width_key, width_default)
+    kv = c.get("num_key_value_heads")
+    kv = heads if kv is None else kv
+    for key, v in ((heads_key, heads), (width_key, width), ("num_key_value_heads", kv)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v <= 0 or int(v) != v:
+            raise FormatError(f"{where}: {key} must be a positive integer, got {v!r}")
+    heads, width, kv = int(heads), int(width), int(kv)
+    if c.get("head_dim") is None and width % heads:
+        raise FormatError(f"{where}: {heads_key} {heads} does not divide {width_key} {width} (and no head_dim)")
+    if heads % kv:
+        raise FormatError(f"{where}: {heads_key} {heads} does not split into num_key_value_heads {kv}")
 
 
 def _shard_files(path: Path) -> list[str]:

@@ -25,6 +25,7 @@ import math
 import mmap
 import os
 import reprlib
+import stat
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -88,9 +89,12 @@ class SafetensorsFile:
     def open(cls, path: str | os.PathLike) -> SafetensorsFile:
         path = Path(path)
         try:
-            size = path.stat().st_size
+            st = path.stat()
+            size = st.st_size
             if path.is_dir():
                 raise FormatError(f"{path}: is a directory, not a safetensors file")
+            if not stat.S_ISREG(st.st_mode):  # a FIFO would block the open below
+                raise FormatError(f"{path}: is a FIFO, device or socket, not a safetensors file")
             with open(path, "rb") as f:
                 head = f.read(8)
                 if len(head) < 8:

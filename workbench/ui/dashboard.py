@@ -7,10 +7,19 @@ the flame chart of the last decode step and GB/s per op against the machine's re
 bandwidth, updated in place (`batch_update`) after every step.
 
 Run decodes on a background thread, so the notebook's kernel stays free to take the
-Stop click; Stop ends the run between two steps and the model stays usable. Every
-handler turns a `WorkbenchError` (bad model name, bad threshold, ...) into a message in
-the dashboard instead of a traceback. The same actions are methods (`load`, `step`,
-`run`, `stop`) so tests and notebooks can drive it without a browser.
+Stop click; Stop ends the run between two steps and the model stays usable. The worker
+sets numba's thread count to the slider's value on its own thread (numba's count is
+per thread; the model re-applies its `threads` at every step, so moving the slider
+mid-run takes effect at the next step). Run while a run is going is refused with a
+message (one worker at a time); Run after Stop continues the same generation, and after
+it finished starts a new one; Load stops a run first and the old generation is dropped.
+Another user of the same `Model` (a second dashboard, a notebook cell) waits for the
+current step, and if it starts its own generation this dashboard's stops with a message
+(`StaleStepperError`): never two generations in one KV cache.
+
+Every handler turns a `WorkbenchError` (bad model name, bad threshold, ...) into a
+message in the dashboard instead of a traceback. The same actions are methods (`load`,
+`step`, `run`, `stop`) so tests and notebooks can drive it without a browser.
 """
 
 from __future__ import annotations
@@ -25,7 +34,7 @@ import workbench
 from workbench.engine.options import PROFILES
 from workbench.errors import WorkbenchError
 from workbench.formats.catalog import DEFAULT_MODEL, catalog
-from workbench.kernels.jit import max_threads
+from workbench.kernels.jit import max_threads, set_threads
 from workbench.nn.options import QUANT_TYPES
 from workbench.trace import Tracer
 from workbench.viz import bandwidth, flame
@@ -82,6 +91,7 @@ class Dashboard:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()  # one step at a time, whoever asks
+        self._starting = threading.Lock()  # one check-and-start of a worker at a time
 
         self.load_button.on_click(lambda _b: self._guard(self.load))
         self.step_button.on_click(lambda _b: self._guard(self.step))
@@ -117,8 +127,11 @@ class Dashboard:
         self.status.value = message
 
     def load(self) -> None:
-        """Load the chosen model with the chosen options (replacing any loaded one)."""
+        """Load the chosen model with the chosen options (replacing any loaded one; a run
+        is stopped first)."""
         self.stop()
+        if self._running():
+            raise WorkbenchError("the run did not stop in time; press Load again")
         threshold = None if self.threshold.value == "off" else int(self.threshold.value)
         self.progress.bar_style, self.progress.value = "info", 0.2
         self._say(f"loading {html.escape(self.source.value)} ...")
@@ -162,22 +175,27 @@ class Dashboard:
 
     def run(self, n: int | None = None, block: bool = False) -> None:
         """Decode up to `n` steps (default: until done) on a background thread; `block`
-        waits for it (tests, scripts)."""
-        if self._thread is not None and self._thread.is_alive():
-            raise WorkbenchError("a run is already going: press Stop first")
-        if self.stepper is None or self.stepper.done:
-            self._new_generation()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, args=(n,), daemon=True)
-        self._set_running(True)
-        self._thread.start()
+        waits for it (tests, scripts). Continues an unfinished generation."""
+        with self._starting:
+            if self._running():
+                raise WorkbenchError("a run is already going: press Stop first")
+            if self.stepper is None or self.stepper.done:
+                self._new_generation()
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, args=(n, self.stepper, self.threads.value),
+                                            daemon=True)
+            self._set_running(True)
+            self._thread.start()
         if block:
             self._thread.join()
 
-    def _run(self, n: int | None) -> None:
+    def _run(self, n: int | None, stepper, threads: int) -> None:
+        set_threads(threads)  # numba's thread count is per thread: this one's starts at numba's default
         try:
             done = 0
-            while not self._stop.is_set() and not self.stepper.done and (n is None or done < n):
+            while not self._stop.is_set() and not stepper.done and (n is None or done < n):
+                if self.stepper is not stepper:  # a Load or a new generation replaced it
+                    break
                 self.step()
                 done += 1
         except Exception as e:
@@ -185,12 +203,16 @@ class Dashboard:
         finally:
             self._set_running(False)
 
+    def _running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
     def stop(self) -> None:
         """End a run between two steps; the model and the text so far stay."""
         self._stop.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(timeout=60)
-        self._set_running(False)
+        if not self._running():
+            self._set_running(False)
 
     def _set_running(self, running: bool) -> None:
         self.stop_button.disabled = not running
