@@ -651,7 +651,7 @@ def _bench(args) -> int:
     if args.refresh or not cache_path().is_file():
         print("measuring memory bandwidth (a few seconds; cached for this machine)...", file=sys.stderr)
     bw = machine_bandwidth(refresh=args.refresh)
-    if args.json:
+    if args.output in ("json", "jsonl"):  # --json is -o json
         print(json.dumps(bw.as_dict()))
         return 0
     print(f"{bw.cpu}, {bw.cpus} CPUs, measured {bw.date} ({3 * bw.buffer_mib} MiB, best of {bw.repeats})")
