@@ -24,7 +24,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from workbench import models
-from workbench.config_checks import check_config
 from workbench.engine.evaluate import Scores, teacher_forced
 from workbench.engine.generator import Generation, Stepper
 from workbench.engine.generator import run as generate_from
@@ -314,10 +313,8 @@ def load(
         from workbench.formats.hf_tokenizer import HFTokenizer
 
         src = HFDirectory.open(path)
-        check_config(models.config_of(src), str(path / "config.json"))
         return Model(path, src, lambda: HFTokenizer.from_dir(path), opts, n_ctx)
     gf = GGUFFile.open(path)
-    check_config(models.config_of(gf), str(path))
     return Model(path, gf, lambda: Tokenizer.from_gguf(gf), opts, n_ctx)
 
 

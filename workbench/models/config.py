@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from workbench.errors import FormatError, UnsupportedError
+from workbench.models.config_checks import check_config
 
 
 @dataclass(frozen=True)
@@ -114,6 +115,7 @@ class ModelConfig:
         if self.swa_layers and (len(self.swa_layers) != self.n_layers or self.sliding_window <= 0):
             raise FormatError(f"{source}: sliding-window pattern of {len(self.swa_layers)} layers "
                               f"(window {self.sliding_window}) does not fit {self.n_layers} layers")
+        check_config(self, source)  # the float hyperparameters the kernels divide by or take powers of
 
 
 def _gemma3_extras(gf, p: str, n_layers: int, d_model: int, n_heads: int) -> dict:

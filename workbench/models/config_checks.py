@@ -3,9 +3,9 @@
 `ModelConfig.check` tests that the shapes fit together; this tests the float
 hyperparameters the kernels divide by, take roots or powers of: the norm epsilon (NaN
 or negative: every token NaN, and generation silently stops after 0 tokens), the rope
-bases (0 or inf: inf or NaN angles), the rope scale and the logit soft-cap. `load`
-runs it on the config before any weight is read; errors are `FormatError`s naming the
-file and the file's key.
+bases (0 or inf: inf or NaN angles), the rope scale and the logit soft-cap.
+`ModelConfig.check` runs it as the loaders build the config, before any weight is read;
+errors are `FormatError`s naming the file and the file's key.
 
 It does not judge whether a value is sensible for a model (an epsilon of 0.1 runs).
 """
