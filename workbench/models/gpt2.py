@@ -25,7 +25,6 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from workbench.errors import FormatError
 from workbench.kernels.clock import mark
 from workbench.kernels.dispatch import get_rows_into
 from workbench.kernels.jit import njit_serial
@@ -86,8 +85,6 @@ class GPT2:
         d, d_ff = cfg.d_model, cfg.d_ff
         assert cfg.n_kv_heads == cfg.n_heads and cfg.n_heads * cfg.head_dim == d  # from_hf guarantees it
         assert n_ctx <= cfg.context_length  # models.build caps it: positions past n_positions have no embedding
-        if not cfg.norm_eps > 0:
-            raise FormatError(f"{ld.path}: LayerNorm epsilon must be positive, got {cfg.norm_eps}")
         self.config = cfg
         self.n_ctx = n_ctx  # the longest session this instance serves
         self.token_embd = ld.embedding("token_embd.weight", cfg.vocab_size, d)
