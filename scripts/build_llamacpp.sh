@@ -6,6 +6,7 @@
 #
 # What it leaves behind:
 #   VENV/llama.cpp/bin/llama-bench      llama.cpp's own benchmark (workbench bench --peer)
+#   VENV/llama.cpp/bin/llama-quantize   makes the Q5_1 / IQ4_NL / Q5_K_M test files (scripts/make_quant_files.py)
 #   VENV/llama.cpp/lib/lib*.so*         libllama, libggml*, ... (rpath $ORIGIN)
 #   VENV/llama.cpp/build.json           what was built: version, commit, compiler, flags, CPU
 #   llama-cpp-python in VENV            the Python binding (golden scripts, notebook 06),
@@ -88,13 +89,13 @@ cmake -S "$LLAMA" -B "$BUILD" "${GENERATOR[@]}" \
     -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF \
     -DCMAKE_BUILD_WITH_INSTALL_RPATH=ON '-DCMAKE_INSTALL_RPATH=$ORIGIN;$ORIGIN/../lib' \
     >"$WORK/configure.log" 2>&1 || { tail -30 "$WORK/configure.log" >&2; exit 1; }
-cmake --build "$BUILD" --target llama-bench -j "$JOBS" >"$WORK/build.log" 2>&1 \
+cmake --build "$BUILD" --target llama-bench llama-quantize -j "$JOBS" >"$WORK/build.log" 2>&1 \
     || { tail -40 "$WORK/build.log" >&2; exit 1; }
 
 # 4. install: binaries and libraries side by side with the venv, then the record
 rm -rf "$PREFIX.partial"
 mkdir -p "$PREFIX.partial/bin" "$PREFIX.partial/lib"
-cp -a "$BUILD/bin/llama-bench" "$PREFIX.partial/bin/"
+cp -a "$BUILD/bin/llama-bench" "$BUILD/bin/llama-quantize" "$PREFIX.partial/bin/"
 cp -a "$BUILD"/bin/lib*.so* "$PREFIX.partial/lib/"
 AMX=$("$CXX" -march=native -dM -E -x c++ /dev/null | grep -c '__AMX_INT8__' || true)
 "$PY" - "$PREFIX.partial/build.json" "$VERSION" "$SRC" "$CXX" "$AMX" "$MARK" <<'EOF'
