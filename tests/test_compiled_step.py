@@ -26,7 +26,7 @@ import workbench
 from tests._models import gemma3_path, smollm2_path
 from workbench.errors import UnsupportedError
 from workbench.kernels import registry
-from workbench.kernels.matvec_legacy import matvec_q4_1_v1
+from workbench.kernels.formats.q4_1 import one_row_serial
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_GPT2 = str(ROOT / "data" / "tiny-gpt2")
@@ -113,14 +113,14 @@ def test_op_trace_names_every_op_and_covers_the_step(smollm2):
 def test_a_builtin_variant_made_default_runs_inside_the_step(smollm2):
     want = greedy_logits(smollm2, None, steps=2)
     before = registry.default_name("matvec", "q4_1")
-    registry.set_default("matvec", "q4_1", "reference_order_v1")
+    registry.set_default("matvec", "q4_1", "one_row")
     try:
-        assert smollm2.net.products.kernel_names()["q4_1"] == "reference_order_v1"
+        assert smollm2.net.products.kernel_names()["q4_1"] == "one_row"
         got = greedy_logits(smollm2, None, steps=2)
     finally:
         registry.set_default("matvec", "q4_1", before)
     assert smollm2.net.products.kernel_names()["q4_1"] == "row_groups"
-    for a, b in zip(want, got):  # the two kernels are equal bit for bit (test_matvec_variants)
+    for a, b in zip(want, got):  # the two kernels are equal bit for bit (test_formats)
         assert np.array_equal(a, b)
 
 
@@ -131,7 +131,7 @@ def test_a_notebook_kernel_made_default_runs_inside_the_step(smollm2):
 
     @numba.njit
     def same(out, w, x):  # the built-in one-row kernel, equal bit for bit to the default
-        matvec_q4_1_v1(out, w, x)
+        one_row_serial(out, w, x, np.empty(0, np.int8), np.empty(0, np.int32), np.empty(0, np.float32))
 
     @numba.njit
     def zeros(out, w, x):  # visibly wrong: every q4_1 product is zero

@@ -29,7 +29,8 @@ from tests._models import gemma3_path, smollm2_path
 from workbench.errors import ShapeError, UnsupportedError
 from workbench.formats.gguf import GGUFFile
 from workbench.kernels import registry
-from workbench.kernels.activation_quant import quantize_activation
+from workbench.kernels.formats.activations import quantize_activation
+from workbench.kernels.isa.x86 import cpu_features
 from workbench.kernels.jit import max_threads, set_threads
 from workbench.kernels.linear import get_rows, linear
 from workbench.quant import FORMATS, dequantize_ref, quantize_activation_ref, quantize_ref
@@ -210,9 +211,11 @@ def test_get_rows_matches_dequantize_ref(fmt):
 
 def test_registry():
     assert registry.formats("matvec") == sorted(f for f in FORMATS if FORMATS[f].weight)
-    assert set(registry.variants("matvec", "q8_0")) == {"parallel", "serial", "row_groups", "reference_order_v1"}
-    assert set(registry.variants("matvec", "f32")) == {"parallel", "serial"}
-    assert registry.default_name("matvec", "q8_0") == "parallel"
+    assert set(registry.variants("matvec", "q8_0")) >= {"serial", "one_row", "one_row_serial", "row_groups",
+                                                         "row_groups_serial", "row_groups_vnni"}
+    assert set(registry.variants("matvec", "f32")) == {"serial", "lanes64", "lanes64_serial"}
+    # the default is the variant the table chooses for this CPU, under its own name
+    assert registry.default_name("matvec", "q8_0") == FORMATS["q8_0"].choose(cpu_features())
     fn = lambda out, w, x: out  # noqa: E731
     registry.register("matvec_test", "q8_0", "first", fn)
     registry.register("matvec_test", "q8_0", "second", fn)

@@ -38,6 +38,7 @@ from workbench.formats.gguf import GGUFFile
 from workbench.formats.hf import HFDirectory
 from workbench.formats.tokenizer import Tokenizer
 from workbench.kernels import cache as compiled_cache
+from workbench.kernels.dispatch import check_choices
 from workbench.kernels.jit import max_threads, set_threads
 from workbench.trace import current as current_tracer
 
@@ -67,7 +68,8 @@ class Model:
         self._session = Session(lambda: self.threads)
         return self
 
-    def __init__(self, path: Path, source, make_tokenizer: Callable, options: RunOptions, n_ctx: int | None):
+    def __init__(self, path: Path, source, make_tokenizer: Callable, options: RunOptions, n_ctx: int | None,
+                 kernels: dict | None = None):
         """source: a parsed GGUFFile or an HFDirectory; use `workbench.load` to make one.
         The tokenizer is made after the weights, so that a bad tensor is reported first."""
         self.path = path
@@ -83,7 +85,7 @@ class Model:
         self.load_report = self.net.load_report
         self.load_report.kv_cache_bytes = self.state.cache.nbytes
         self.load_report.kv_type = self.state.cache.kv_type
-        self.load_report.kernels = self.net.products.kernel_names()
+        self.kernels = kernels or {}
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -116,6 +118,20 @@ class Model:
     @threads.setter
     def threads(self, n: int | None) -> None:
         self._threads = _check_threads(n)
+
+    @property
+    def kernels(self) -> dict[str, str]:
+        """Weight format -> the matvec variant its products run (this session's choice where
+        it made one, else the one chosen for this CPU, or a notebook's registered default).
+        Set a dict {format: variant} to choose per session, e.g. {"q4_0": "one_row"}; {}
+        goes back to the defaults. `workbench inspect --kernels` lists the variants."""
+        return self.net.products.kernel_names()
+
+    @kernels.setter
+    def kernels(self, choices: dict) -> None:
+        self.net.products.choose(check_choices(choices))
+        self.load_report.kernels = self.net.products.kernel_names()
+        self._provenance = None
 
     @property
     def weight_bytes(self) -> int:
@@ -257,7 +273,7 @@ class Model:
             from workbench.provenance import model_provenance
 
             self._provenance = model_provenance(self)
-        return {**self._provenance, "threads": self.threads}
+        return {**self._provenance, "threads": self.threads, "kernels": self.kernels}
 
     def _stamped(self, tracer):
         """`tracer`, with this model's provenance put into its `meta` (keys the caller
@@ -286,6 +302,7 @@ def load(
     fuse: bool = UNSET,
     kv_type: str = UNSET,
     profile: str | None = None,
+    kernels: dict | None = None,
 ) -> Model:
     """Load a model: a catalog name (default `smollm2-135m`), a derived variant
     (`smollm2-135m:q4_0`, `gemma3-270m:hf-f32`, made on first use), a GGUF file, an HF
@@ -300,7 +317,10 @@ def load(
     quantized; `fuse` joins Q/K/V and gate+up. `threads`: None for all of numba's.
     `kv_type`: the KV cache's precision, "f16" (every profile's: llama.cpp's cache and
     arithmetic, greedy tokens equal to llama.cpp's) or "f32" (attention in float32 as
-    transformers: logits within 1e-4 of it, twice the cache memory)."""
+    transformers: logits within 1e-4 of it, twice the cache memory). `kernels`: a
+    {weight format: matvec variant} choice for this session (`Model.kernels`); formats
+    left out run the variant chosen for this CPU."""
+    choices = check_choices(kernels)
     opts = resolve_options(profile, quant_threshold=quant_threshold, quant_type=quant_type,
                            quantize_lm_head=quantize_lm_head, requantize=requantize, fuse=fuse, threads=threads,
                            kv_type=kv_type)
@@ -313,9 +333,9 @@ def load(
         from workbench.formats.hf_tokenizer import HFTokenizer
 
         src = HFDirectory.open(path)
-        return Model(path, src, lambda: HFTokenizer.from_dir(path), opts, n_ctx)
+        return Model(path, src, lambda: HFTokenizer.from_dir(path), opts, n_ctx, choices)
     gf = GGUFFile.open(path)
-    return Model(path, gf, lambda: Tokenizer.from_gguf(gf), opts, n_ctx)
+    return Model(path, gf, lambda: Tokenizer.from_gguf(gf), opts, n_ctx, choices)
 
 
 def _is_variant(text: str) -> bool:

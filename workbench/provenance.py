@@ -35,7 +35,7 @@ def model_provenance(model) -> dict:
         "formats": {"file": about["quant"], "converted_at_load": {f"{a.upper()}->{b.upper()}": n for (a, b), n
                                                                    in sorted(model.load_report.quantized.items())}},
         "threads": model.threads, "profile": model.options.profile, "kv_type": model.options.kv_type,
-        "kernels": dict(model.load_report.kernels or {}), "cpu": cpu_name(),
+        "kernels": model.net.products.kernel_names(), "cpu": cpu_name(),
         "workbench_version": workbench.__version__, "workbench_commit": _commit(), "numba_version": _version("numba"),
     }
 

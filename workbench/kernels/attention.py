@@ -28,7 +28,7 @@ from numba import prange
 from workbench.kernels.fpmath import expf_ggml, reduce16
 from workbench.kernels.half import f32_to_f16_bits
 from workbench.kernels.jit import njit_parallel, njit_serial
-from workbench.kernels.simd import fma_f16, vsum, vsum4, zeros_f32
+from workbench.kernels.isa.vectors import fma_f16, vsum, vsum4, zeros_f32
 
 CHUNK = 64  # vec_dot_f16's step: n_pos is a multiple of it
 

@@ -32,7 +32,7 @@ from numba import prange
 
 from workbench.kernels.attention import _row  # the same causal / sliding-window rows as the f16 cache
 from workbench.kernels.jit import njit_parallel, njit_serial
-from workbench.kernels.simd import LANES, fma_f32, vsum, zeros_f32
+from workbench.kernels.isa.vectors import LANES, fma_f32, vsum, zeros_f32
 
 
 @njit_serial

@@ -11,47 +11,20 @@ naming the tensor, and an unknown format `UnsupportedError`. The kernels themsel
 check nothing and read raw memory, so nothing unchecked may reach them.
 
 Kernels are looked up in `workbench.kernels.registry` under ops "matvec" and
-"get_rows"; this module registers the built-in ones ("parallel" is the default matvec
-variant, "serial" the same code without threads). Threads: whatever
-`numba.set_num_threads` (`workbench.kernels.jit.set_threads`) last set.
+"get_rows" (the built-in ones come from `kernels.table`, the default matvec variant is
+the one chosen for this CPU). Threads: whatever `numba.set_num_threads`
+(`workbench.kernels.jit.set_threads`) last set.
 """
 
 import numpy as np
 
 from workbench.errors import ShapeError, UnsupportedError
-from workbench.kernels import get_rows as _rows
-from workbench.kernels import matvec_float as _float
-from workbench.kernels import matvec_kquants as _kquants
-from workbench.kernels import matvec_legacy as _legacy
-from workbench.kernels import matvec_q4_0 as _q4_0
-from workbench.kernels.registry import default, register
-from workbench.quant.formats import FORMATS, WEIGHT_FORMATS, BlockFormat
-
-for _module in (_float, _legacy, _kquants):
-    for _fmt in WEIGHT_FORMATS:
-        if hasattr(_module, f"matvec_{_fmt}_v1"):
-            # two kernels, equal bit for bit: the default is the faster on this CPU
-            _name = f"matvec_{_fmt}_rows" if _module.ROW_GROUPS[_fmt] else f"matvec_{_fmt}_v1"
-            register("matvec", _fmt, "row_groups", getattr(_module, f"matvec_{_fmt}_rows"))
-            register("matvec", _fmt, "reference_order_v1", getattr(_module, f"matvec_{_fmt}_v1"))
-        elif hasattr(_module, f"matvec_{_fmt}"):
-            _name = f"matvec_{_fmt}"
-        else:
-            continue
-        register("matvec", _fmt, "parallel", getattr(_module, _name), default=True)
-        register("matvec", _fmt, "serial", getattr(_module, f"{_name}_serial"))
-# q4_0 has a third kernel, eight rows per pass (`matvec_q4_0`); with AVX2 and without
-# 512-bit VNNI it is the default (1.4-1.7x the row groups there, equal bit for bit)
-register("matvec", "q4_0", "row_octets", _q4_0.matvec_q4_0_oct)
-if _q4_0.DEFAULT:
-    register("matvec", "q4_0", "parallel", _q4_0.matvec_q4_0_oct, default=True)
-    register("matvec", "q4_0", "serial", _q4_0.matvec_q4_0_oct_serial)
-for _fmt in WEIGHT_FORMATS:
-    register("get_rows", _fmt, "scalar", getattr(_rows, f"get_rows_{_fmt}"), default=True)
-del _module, _fmt, _name
+from workbench.kernels.formats.base import WeightFormat
+from workbench.kernels.registry import default
+from workbench.kernels.table import FORMATS, WEIGHT_FORMATS
 
 
-def _weight_format(fmt: str) -> BlockFormat:
+def _weight_format(fmt: str) -> WeightFormat:
     f = FORMATS.get(fmt.lower()) if isinstance(fmt, str) else None
     if f is None or not f.weight:
         raise UnsupportedError(
@@ -60,7 +33,7 @@ def _weight_format(fmt: str) -> BlockFormat:
     return f
 
 
-def _check_weight(w: np.ndarray, f: BlockFormat, name: str) -> np.ndarray:
+def _check_weight(w: np.ndarray, f: WeightFormat, name: str) -> np.ndarray:
     if not isinstance(w, np.ndarray) or w.dtype != np.uint8 or w.ndim != 2:
         got = f"{w.dtype} {w.shape}" if isinstance(w, np.ndarray) else type(w).__name__
         raise ShapeError(f"{name}: weight must be {f.name} bytes, uint8 (rows, row_bytes), got {got}")

@@ -21,7 +21,7 @@ from workbench.formats.weights import Tensor
 from workbench.nn.linear import Embedding, Linear, LinearGroup
 from workbench.nn.options import WeightOptions
 from workbench.quant.finite import nonfinite_count
-from workbench.quant.formats import FORMATS, WEIGHT_FORMATS
+from workbench.kernels.table import FORMATS, WEIGHT_FORMATS
 from workbench.quant.reference import dequantize_ref, quantize_ref
 
 _FLOATS = ("f32", "f16", "bf16")

@@ -45,13 +45,21 @@ from workbench.kernels.activations import (
 from workbench.kernels.attention import attend_f16kv_parallel, store_kv
 from workbench.kernels.attention_f32 import attend_f32kv_parallel, store_kv_f32
 from workbench.kernels.clock import mark, ticks_per_second
-from workbench.kernels.dispatch import (CUSTOM, FORMAT_CODES, describe, matvec_code, matvec_into, matvec_with,
-                                        registry_version)
+from workbench.kernels.dispatch import (
+    CUSTOM,
+    describe,
+    format_of_code,
+    matvec_code,
+    matvec_into,
+    matvec_with,
+    registry_version,
+)
 from workbench.kernels.half import F16_TO_F32
 from workbench.kernels.jit import njit_serial, njit_uncached
-from workbench.kernels.registry import default
 from workbench.kernels.norms import layernorm_f32, layernorm_f32_parallel, rmsnorm_f32, rmsnorm_f32_parallel
+from workbench.kernels.registry import default
 from workbench.kernels.rope import rope_f32, rope_f32_parallel
+from workbench.kernels.table import FORMATS
 from workbench.nn import costs
 from workbench.nn.linear import Embedding, Linear, LinearGroup
 
@@ -230,17 +238,16 @@ def kernel_array(a: np.ndarray) -> np.ndarray:
     return v
 
 
-_FORMAT_OF = {code: fmt for fmt, code in FORMAT_CODES.items()}
-
-
 class Products:
     """The matrices of every layer: `ws` a typed list of the weights' raw bytes (not
     copied) and `bs` of their biases (empty: none); `index` (layers, 4, 3) into them by
     slot (QKV, ATTN_OUTPUT, FFN_IN, FFN_OUT; -1: none); `sizes` the rows of each logical
     part of a slot (Q, K, V even when fused); plus the lm_head. `record()` is what a step
-    takes, with each matrix's kernel code as the registry says now."""
+    takes, with each matrix's kernel code: the session's `choices` ({format: variant},
+    `dispatch.check_choices`) where it made one, else the registry's default now."""
 
-    def __init__(self, layers: list[tuple], output: Linear):
+    def __init__(self, layers: list[tuple], output: Linear, choices: dict | None = None):
+        self.choices = dict(choices or {})
         self.ws, self.bs = List(), List()
         self.index = np.full((len(layers), 4, MAX_PARTS), -1, np.int64)
         self.sizes = np.zeros((len(layers), 4, MAX_PARTS), np.int64)
@@ -266,22 +273,28 @@ class Products:
         self._custom: dict[int, object] = {}  # CUSTOM code -> the Python-registered kernel it runs
         self._specialized: dict = {}  # (step, kernels) -> the step recompiled around them
 
+    def choose(self, choices: dict[str, str]) -> None:
+        """Run variant choices[fmt] for the products of format fmt (checked by
+        `dispatch.check_choices`), the registry's default for the others."""
+        self.choices = dict(choices)
+        self._version = -1  # codes are remade on the next record()
+
     def kernel_names(self) -> dict[str, str]:
         """Weight format -> the matvec kernel its products run now (`dispatch.describe`)."""
         fmts = {f for f in self.formats.ravel() if f is not None} | {self.output.fmt}
-        return {f: describe(matvec_code(f)) for f in sorted(fmts)}
+        return {f: describe(matvec_code(f, self.choices.get(f))) for f in sorted(fmts)}
 
     def record(self) -> ProductsRecord:
         """The step's view, kernel codes refreshed whenever the registry changed."""
         if self._version != registry_version():
             codes = np.zeros(self.index.shape, np.int64)
             for at in zip(*np.nonzero(self.index >= 0)):
-                codes[at] = matvec_code(self.formats[at])
-            head = matvec_code(self.output.fmt)
+                codes[at] = matvec_code(self.formats[at], self.choices.get(self.formats[at]))
+            head = matvec_code(self.output.fmt, self.choices.get(self.output.fmt))
             self._record = ProductsRecord(self.ws, self.bs, self.index, self.sizes, codes,
                                           kernel_array(self.output.weight.w), head)
-            self._custom = {int(c): default("matvec", _FORMAT_OF[int(c) // 8])
-                            for c in {*codes[self.index >= 0].tolist(), head} if c % 8 == CUSTOM}
+            self._custom = {int(c): default("matvec", format_of_code(int(c)))
+                            for c in {*codes[self.index >= 0].tolist(), head} if c % 64 == CUSTOM}
             self._version = registry_version()
         return self._record
 
@@ -313,8 +326,8 @@ def _matrices(part) -> list[Linear]:
 
 
 def embedding_code(embedding: Embedding) -> int:
-    """The get_rows format code of an embedding table."""
-    return FORMAT_CODES[embedding.fmt]
+    """The get_rows code of an embedding table: its GGML type."""
+    return FORMATS[embedding.fmt].ggml_type
 
 
 # ---- tracing: the ops a step marks, in order, and the spans made from the marks ----

@@ -4,8 +4,9 @@ Contract: `nonfinite_count(raw, fmt)` takes a tensor's block bytes as `GGUFFile.
 hands them out (uint8 (rows, row_bytes), or any (..., k * type_size)) and a weight
 format name from `WEIGHT_FORMATS`, and returns
 - for f32, f16 and bf16: how many elements are NaN or infinite;
-- for the block formats: how many blocks have a non-finite f16 scale field: d in q8_0,
-  q4_0, q5_0 and q6_K; d or m in q4_1; d or dmin in q4_K. The quants themselves are
+- for the block formats: how many blocks have a non-finite f16 scale field (each
+  format's row names them, `scale_fields`: d in q8_0, d or m in q4_1, d or dmin in
+  q4_K, ...). The quants themselves are
   small integers and always finite, and a finite scale times them stays finite in
   float32, so exactly these blocks dequantize to NaN / Inf (every element of them:
   Inf * 0 is NaN too).
@@ -24,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from workbench.errors import ParameterError, ShapeError
-from workbench.quant.formats import FORMATS, WEIGHT_FORMATS
+from workbench.kernels.table import FORMATS, WEIGHT_FORMATS
 
 # float formats: (integer view, exponent mask); a value is non-finite iff all its
 # exponent bits are set
@@ -33,19 +34,9 @@ _FLOATS: dict[str, tuple[np.dtype, int]] = {
     "f16": (np.dtype("<u2"), 0x7C00),
     "bf16": (np.dtype("<u2"), 0x7F80),
 }
-# block formats: byte offsets of the f16 scale fields in a block (layouts in formats.py)
-_SCALES: dict[str, tuple[int, ...]] = {
-    "q8_0": (0,),  # d
-    "q4_0": (0,),  # d
-    "q4_1": (0, 2),  # d, m
-    "q5_0": (0,),  # d
-    "q4_k": (0, 2),  # d, dmin
-    "q6_k": (208,),  # d, after ql[128], qh[64], scales[16]
-}
 _F16_EXP = np.uint16(0x7C00)
 _CHUNK_BYTES = 1 << 20  # temporaries stay in L2; 256 KiB..16 MiB measured within noise
 
-assert set(_FLOATS) | set(_SCALES) == set(WEIGHT_FORMATS)
 
 
 def nonfinite_count(raw: np.ndarray, fmt: str) -> int:
@@ -79,7 +70,7 @@ def nonfinite_count(raw: np.ndarray, fmt: str) -> int:
     for start in range(0, blocks.shape[0], step):
         chunk = blocks[start : start + step]
         bad = None
-        for off in _SCALES[name]:
+        for off in f.scale_fields:
             bits = chunk[:, off : off + 2].view("<u2")[:, 0]  # strided: one per block
             b = (bits & _F16_EXP) == _F16_EXP
             bad = b if bad is None else bad | b

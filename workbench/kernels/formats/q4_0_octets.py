@@ -1,42 +1,34 @@
-"""q4_0 decode matvec, eight rows per pass ("oct", the registry's "row_octets").
+"""q4_0's AVX2 variant "row_octets": eight rows per pass, one int32 lane each.
 
-Contract of `matvec_q4_0_oct(out, w, x)`, as every matvec kernel's:
-    out (T, rows) float32 = x (T, cols) float32 @ W.T, W given as raw GGUF q4_0 blocks
-    w (rows, cols / 32 * 18) uint8; all arrays C-contiguous and validated by the caller
-    (nothing is checked). x is quantized to q8_0 first (`quantize_rows_q8_0`);
-    `matvec_q4_0_oct_into(out, w, x, i8, i32, f32)` does so into caller-owned scratch.
-Each row's arithmetic is that of `matvec_legacy.matvec_q4_0_v1` (llama.cpp's repacked
+Contract: a matvec variant's (`base.WeightFormat`), on q4_0 blocks (`q4_0.py`).
+Each row's arithmetic is that of `q4_0.one_row` (llama.cpp's repacked
 `ggml_gemv_q4_0_8x8_q8_0`): per block one exact integer sumi = sum (q - 8) q_x, then
 acc = fma(float(sumi), float(d_w) * d_x, acc) from acc = 0; results are equal bit for bit
-(tests/test_matvec_q4_0.py).
+(tests/test_formats.py).
 
 Scheduling, which changes no row's arithmetic: rows go in groups of OCT_ROWS = 8, split
 over numba's threads; a group reads each block of x once for its eight rows, whose block
-dots land one int32 lane per row in one 256-bit register (`simd.dot_oct`, lane i = row
+dots land one int32 lane per row in one 256-bit register (`isa.octets.dot_oct`, lane i = row
 OCT[i]) and whose eight chains run side by side in one f32x8. Where AVX2
-`matvec_q4_0_rows` (four rows of four lanes) reduces each block's 512-bit sums across
+`q4_0.row_groups` (four rows of four lanes) reduces each block's 512-bit sums across
 lanes and gathers four scales with vector inserts, here one `vphaddw` + `vpmaddwd` reduce
 eight rows, and the eight fp16 scales are packed in general registers (`scales_oct`).
 A last group short of rows repeats the last row. Weights are prefetched AHEAD bytes
-ahead, as in matvec_legacy.
+ahead, as in `rows`.
 
 `_serial` names the same code without threads.
 """
 
 from numba import prange
 
-from workbench.kernels.activation_quant import quantize_rows_q8_0
+from workbench.kernels.formats.activations import quantize_rows_q8_0
+from workbench.kernels.formats.rows import AHEAD, LINE, QK, q8_0_scratch
+from workbench.kernels.isa.octets import OCT, dot_oct, fma_oct, scales_oct
+from workbench.kernels.isa.x86 import lane, prefetch, zeros_f32x8
 from workbench.kernels.jit import njit_parallel, njit_serial
-from workbench.kernels.matvec_legacy import AHEAD, LINE, q8_0_scratch
-from workbench.kernels.scratch import with_scratch
-from workbench.kernels.simd import AVX2, OCT, VNNI, dot_oct, fma_oct, lane, prefetch, scales_oct, zeros_f32x8
 
-QK = 32
 BLOCK = 18  # q4_0 block bytes: f16 d, u8 nibbles[16]
 OCT_ROWS = 8
-# the registry's default q4_0 kernel where AVX2 is the best there is (1.4-1.7x the row
-# groups on an AMD EPYC); with 512-bit VNNI the row groups' single-instruction dots stay
-DEFAULT = AVX2 and not VNNI
 PARTS = 32  # runs of groups per parallel call: split alike over 1, 2, 4, ... 32 threads
 
 
@@ -87,9 +79,5 @@ def _matvec_q4_0_oct(out, w, x, i8, i32, f32):
         oct_groups(out, w, xq, xd, xs, p * n // parts, (p + 1) * n // parts)
 
 
-# `_into` takes caller-owned scratch (`workbench.kernels.scratch`); the plain names make it per call
-matvec_q4_0_oct_into = njit_parallel(_matvec_q4_0_oct)
-matvec_q4_0_oct_serial_into = njit_serial(_matvec_q4_0_oct)
-
-matvec_q4_0_oct = with_scratch(matvec_q4_0_oct_into)
-matvec_q4_0_oct_serial = with_scratch(matvec_q4_0_oct_serial_into)
+row_octets = njit_parallel(_matvec_q4_0_oct)
+row_octets_serial = njit_serial(_matvec_q4_0_oct)

@@ -1,4 +1,5 @@
-"""Activation quantizers: what llama.cpp's x86 CPU backend does to x before a dot product.
+"""Activation formats q8_0 / q8_1 / q8_K: what llama.cpp's x86 CPU backend does to x
+before a dot product with a weight, compiled and as numpy references.
 
 Each `quantize_rows_<fmt>` takes float32 x (T, cols) and fills preallocated outputs; the
 matvec kernels call them once per call, before their row loop. They match
@@ -15,15 +16,23 @@ sign-extension shuffle); scales as float32 holding the exact value the block sto
 fp16-rounded d for q8_0 / q8_1). `quantize_activation(fmt, x)` packs the results into
 ggml block bytes, for tests and for notebooks; kernels never call it.
 
+The numpy references `quantize_act_q8_0` / `quantize_act_q8_1` (id = 127/amax, halves to
+even, as the AVX path) differ on purpose from the weight quantizers of the same formats
+(`quantize_row_*_ref`: id = 1/d, roundf); q8_K has only the one (`quantize_row_q8_K_ref`).
+Block layouts:
+  q8_1  36 B = f16 d, f16 s (= d * sum q), int8 qs[32]
+  q8_K 292 B = f32 d, int8 qs[256], int16 bsums[16]
+
 Serial on purpose: T * cols elements is small next to the weights, and the callers are
 themselves parallel kernels.
 """
 
 import numpy as np
 
-from workbench.kernels.jit import njit_serial
-from workbench.kernels.simd import round_f16
 from workbench.errors import UnsupportedError
+from workbench.kernels.formats.base import WeightFormat, f16_bytes, f16_field, inverse, roundf
+from workbench.kernels.isa.vectors import round_f16
+from workbench.kernels.jit import njit_serial
 
 QK = 32
 QK_K = 256
@@ -160,3 +169,61 @@ def quantize_activation(fmt: str, x: np.ndarray) -> np.ndarray:
     if fmt == "f32":
         return x.view(np.uint8)
     raise UnsupportedError(f"no activation quantizer for {fmt!r}")
+
+
+# ---- numpy references ---------------------------------------------------------------------
+
+
+def _act_q8(x):
+    """ggml's AVX activation quantizer: d = amax/127, q = round-half-even(x * 127/amax)."""
+    amax = np.abs(x).max(axis=-1, keepdims=True)
+    with np.errstate(divide="ignore"):
+        inv = np.where(amax == 0, np.float32(0), np.float32(127) / amax).astype(np.float32)
+    return amax / np.float32(127), np.clip(np.rint(x * inv), -128, 127).astype(np.int8)
+
+
+def quantize_act_q8_0(x: np.ndarray) -> np.ndarray:
+    d, q = _act_q8(x)
+    return np.concatenate([f16_bytes(d), q.view(np.uint8)], axis=-1)
+
+
+def _pack_q8_1(d: np.ndarray, q: np.ndarray) -> np.ndarray:
+    s = q.astype(np.int32).sum(axis=-1, keepdims=True).astype(np.float32) * d
+    return np.concatenate([f16_bytes(d), f16_bytes(s), q.view(np.uint8)], axis=-1)
+
+
+def quantize_act_q8_1(x: np.ndarray) -> np.ndarray:
+    return _pack_q8_1(*_act_q8(x))
+
+
+def dequantize_q8_1(blocks: np.ndarray) -> np.ndarray:
+    return f16_field(blocks, 0) * blocks[:, 4:].view(np.int8).astype(np.float32)
+
+
+def quantize_q8_1(x: np.ndarray) -> np.ndarray:
+    d = np.abs(x).max(axis=-1, keepdims=True) / np.float32(127)
+    return _pack_q8_1(d, roundf(x * inverse(d)).astype(np.int8))
+
+
+def dequantize_q8_k(blocks: np.ndarray) -> np.ndarray:
+    d = blocks[:, 0:4].copy().view(np.float32)
+    return d * blocks[:, 4:260].view(np.int8).astype(np.float32)
+
+
+def quantize_q8_k(x: np.ndarray) -> np.ndarray:
+    """ggml `quantize_row_q8_K_ref`: d = max/-127 with max the first largest-magnitude
+    value (sign kept), q = nearest_int(x * -127/max) (halves to even), per-16 bsums."""
+    n = x.shape[0]
+    i = np.abs(x).argmax(axis=-1)[:, None]
+    vmax = np.take_along_axis(x, i, axis=-1)
+    with np.errstate(divide="ignore"):
+        iscale = np.where(vmax == 0, np.float32(0), np.float32(-127) / vmax).astype(np.float32)
+        d = np.where(vmax == 0, np.float32(0), np.float32(1) / iscale).astype(np.float32)
+    q = np.minimum(np.rint(iscale * x), 127).astype(np.int8)
+    bsums = q.reshape(n, 16, 16).astype(np.int16).sum(axis=-1, dtype=np.int16)
+    return np.concatenate([d.view(np.uint8), q.view(np.uint8), bsums.view(np.uint8)], axis=-1)
+
+
+Q8_1 = WeightFormat("q8_1", 9, QK, 36, "q8_1", dequantize_q8_1, quantize_q8_1, (0, 2), weight=False,
+                    quantize_activation=quantize_act_q8_1)
+Q8_K = WeightFormat("q8_k", 15, QK_K, 292, "q8_k", dequantize_q8_k, quantize_q8_k, (), weight=False)

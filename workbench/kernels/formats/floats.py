@@ -1,0 +1,231 @@
+"""Float weights f32, f16, bf16: codecs, get-rows and matvec kernels, three table rows.
+
+
+Contract of every matvec kernel (`base.WeightFormat`):
+    out (T, rows) float32 = x (T, cols) float32 @ W.T, W given as raw GGUF bytes
+    w (rows, cols * 4 or 2) uint8; all arrays C-contiguous and already validated by
+    `workbench.kernels.linear` (these kernels check nothing).
+As llama.cpp's CPU backend, x is first rounded to the weight's precision for f16 and
+bf16 (its vec_dot type), so every product is exact in float32. The sums follow
+`ggml_vec_dot_f32` / `ggml_vec_dot_f16` (AVX-512 build without AVX512-FP16, what
+llama-cpp-python compiles here): four 16-lane float32 accumulators over chunks of 64
+columns with fused multiply-adds, reduced as GGML_F32x16_REDUCE, then the columns past
+the last full chunk one by one; bf16 follows `ggml_vec_dot_bf16`'s AVX512-BF16 path
+(`vdpbf16ps`: two products per lane, added one at a time). Results are equal bit for bit
+to llama.cpp's when cols is a multiple of 64 (all real models; the tail's additions
+may round differently where llama.cpp's compiler fuses them). A llama.cpp built for a
+CPU without AVX-512 sums in 8-lane accumulators instead; there the two agree to float32
+rounding of the sum, not bit for bit (the quantized kernels' order is the same in both).
+
+Each format has one variant, "lanes64" (one row per pass, 64 columns per chunk), its
+own reference. The codecs round as ggml: f16 IEEE nearest-even (F16C `vcvtps2ph`,
+numpy's `astype(float16)`), bf16 as `ggml_compute_fp32_to_bf16` (nearest-even, NaN
+forced quiet).
+"""
+
+import numpy as np
+from numba import prange
+
+from workbench.kernels.formats.activations import round_rows_bf16, round_rows_f16
+from workbench.kernels.formats.base import SERIAL, Variant, WeightFormat
+from workbench.kernels.isa.vectors import (
+    LANES,
+    dot2_bf16,
+    fma_f16,
+    fma_f32,
+    load_bf16,
+    load_f16,
+    load_f32,
+    vsum,
+    vsum4,
+    zeros_f32,
+)
+from workbench.kernels.jit import njit_parallel, njit_serial
+
+GGML_F32, GGML_F16, GGML_BF16 = 0, 1, 30
+
+
+# ---- numpy references ---------------------------------------------------------------------
+
+def round_f16_ref(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest fp16 and widened back to float32."""
+    return x.astype(np.float16).astype(np.float32)
+
+
+def bf16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> bf16 bit patterns (uint16), as ggml_compute_fp32_to_bf16."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
+    is_nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    rounded = (u.astype(np.uint64) + (0x7FFF + ((u >> 16) & 1))) >> 16
+    quiet_nan = (u >> 16) | np.uint32(64)
+    return np.where(is_nan, quiet_nan, rounded).astype(np.uint16)
+
+
+def round_bf16(x: np.ndarray) -> np.ndarray:
+    """float32 values rounded to the nearest bf16 and widened back to float32."""
+    return (bf16_bits(x).astype(np.uint32) << 16).view(np.float32)
+
+
+def dequantize_f32(blocks: np.ndarray) -> np.ndarray:
+    return blocks.copy().view(np.float32)
+
+
+def quantize_f32(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32).view(np.uint8)
+
+
+def dequantize_f16(blocks: np.ndarray) -> np.ndarray:
+    return blocks.copy().view(np.float16).astype(np.float32)
+
+
+def quantize_f16(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32).astype(np.float16).view(np.uint8)
+
+
+def dequantize_bf16(blocks: np.ndarray) -> np.ndarray:
+    return (blocks.copy().view(np.uint16).astype(np.uint32) << 16).view(np.float32)
+
+
+def quantize_bf16(x: np.ndarray) -> np.ndarray:
+    return bf16_bits(x).view(np.uint8)
+
+
+# ---- get-rows -------------------------------------------------------------------------------
+
+@njit_serial
+def get_rows_f32(out, w, ids):
+    for t in range(ids.shape[0]):
+        row = w[ids[t]]
+        for j in range(out.shape[1]):
+            out[t, j] = load_f32(row, 4 * j)
+
+
+@njit_serial
+def get_rows_f16(out, w, ids):
+    for t in range(ids.shape[0]):
+        row = w[ids[t]]
+        for j in range(out.shape[1]):
+            out[t, j] = load_f16(row, 2 * j)
+
+
+@njit_serial
+def get_rows_bf16(out, w, ids):
+    for t in range(ids.shape[0]):
+        row = w[ids[t]]
+        for j in range(out.shape[1]):
+            out[t, j] = load_bf16(row, 2 * j)
+
+
+# ---- matvec ---------------------------------------------------------------------------------
+
+STEP = 4 * LANES  # columns per chunk: four accumulators of 16 lanes
+
+
+def _matvec_f32(out, w, x, i8, i32, f32):
+    # (no scratch: x is used as it is)
+    # W (rows, cols*4) @ x (T, cols) -> out (T, rows)
+    T, cols = x.shape
+    body = cols - cols % STEP
+    for r in prange(w.shape[0]):
+        row = w[r]
+        for t in range(T):
+            a0, a1, a2, a3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+            xo = t * cols
+            for j in range(0, body, STEP):
+                a0 = fma_f32(a0, row, 4 * j, x, xo + j)
+                a1 = fma_f32(a1, row, 4 * (j + LANES), x, xo + j + LANES)
+                a2 = fma_f32(a2, row, 4 * (j + 2 * LANES), x, xo + j + 2 * LANES)
+                a3 = fma_f32(a3, row, 4 * (j + 3 * LANES), x, xo + j + 3 * LANES)
+            s = vsum4(a0, a1, a2, a3)
+            for j in range(body, cols):
+                s += load_f32(row, 4 * j) * x[t, j]
+            out[t, r] = s
+
+
+def _matvec_f16(out, w, x, i8, i32, f32):
+    # W (rows, cols*2) @ x (T, cols) -> out (T, rows); x rounded to fp16 first
+    T, cols = x.shape
+    xr = f32[: T * cols].reshape((T, cols))
+    round_rows_f16(x, xr)
+    body = cols - cols % STEP
+    for r in prange(w.shape[0]):
+        row = w[r]
+        for t in range(T):
+            a0, a1, a2, a3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+            xo = t * cols
+            for j in range(0, body, STEP):
+                a0 = fma_f16(a0, row, 2 * j, xr, xo + j)
+                a1 = fma_f16(a1, row, 2 * (j + LANES), xr, xo + j + LANES)
+                a2 = fma_f16(a2, row, 2 * (j + 2 * LANES), xr, xo + j + 2 * LANES)
+                a3 = fma_f16(a3, row, 2 * (j + 3 * LANES), xr, xo + j + 3 * LANES)
+            s = np.float64(vsum4(a0, a1, a2, a3))  # ggml sums the tail in double here
+            for j in range(body, cols):
+                s += np.float64(load_f16(row, 2 * j) * xr[t, j])
+            out[t, r] = np.float32(s)
+
+
+def _matvec_bf16(out, w, x, i8, i32, f32):
+    # W (rows, cols*2) @ x (T, cols) -> out (T, rows); x rounded to bf16 first
+    # ggml_vec_dot_bf16 with AVX512-BF16: two `vdpbf16ps` accumulators per 64 columns,
+    # each reduced on its own and added in double, then the tail in double
+    T, cols = x.shape
+    xr = f32[: T * cols].reshape((T, cols))
+    round_rows_bf16(x, xr)
+    body = cols - cols % STEP
+    for r in prange(w.shape[0]):
+        row = w[r]
+        for t in range(T):
+            c1, c2 = zeros_f32(), zeros_f32()
+            xo = t * cols
+            for j in range(0, body, STEP):
+                c1 = dot2_bf16(c1, row, 2 * j, xr, xo + j)
+                c2 = dot2_bf16(c2, row, 2 * (j + 2 * LANES), xr, xo + j + 2 * LANES)
+            s = np.float64(vsum(c1)) + np.float64(vsum(c2))
+            for j in range(body, cols):
+                s += np.float64(load_bf16(row, 2 * j) * xr[t, j])
+            out[t, r] = np.float32(s)
+
+
+matvec_f32_lanes64 = njit_parallel(_matvec_f32)
+matvec_f16_lanes64 = njit_parallel(_matvec_f16)
+matvec_bf16_lanes64 = njit_parallel(_matvec_bf16)
+matvec_f32_lanes64_serial = njit_serial(_matvec_f32)
+matvec_f16_lanes64_serial = njit_serial(_matvec_f16)
+matvec_bf16_lanes64_serial = njit_serial(_matvec_bf16)
+
+
+@njit_serial
+def matvec_f32_into(variant, out, w, x, i8, i32, f32):
+    if variant == SERIAL:
+        matvec_f32_lanes64_serial(out, w, x, i8, i32, f32)
+    else:
+        matvec_f32_lanes64(out, w, x, i8, i32, f32)
+
+
+@njit_serial
+def matvec_f16_into(variant, out, w, x, i8, i32, f32):
+    if variant == SERIAL:
+        matvec_f16_lanes64_serial(out, w, x, i8, i32, f32)
+    else:
+        matvec_f16_lanes64(out, w, x, i8, i32, f32)
+
+
+@njit_serial
+def matvec_bf16_into(variant, out, w, x, i8, i32, f32):
+    if variant == SERIAL:
+        matvec_bf16_lanes64_serial(out, w, x, i8, i32, f32)
+    else:
+        matvec_bf16_lanes64(out, w, x, i8, i32, f32)
+
+
+_SUMMARY = "one row per pass, four 16-lane accumulators over 64 columns (ggml_vec_dot_{})"
+F32 = WeightFormat("f32", GGML_F32, 1, 4, "f32", dequantize_f32, quantize_f32, (), get_rows_f32, matvec_f32_into,
+                   (Variant("lanes64", matvec_f32_lanes64, matvec_f32_lanes64_serial, _SUMMARY.format("f32"),
+                            reference=True),))
+F16 = WeightFormat("f16", GGML_F16, 1, 2, "f16", dequantize_f16, quantize_f16, (), get_rows_f16, matvec_f16_into,
+                   (Variant("lanes64", matvec_f16_lanes64, matvec_f16_lanes64_serial, _SUMMARY.format("f16"),
+                            reference=True),))
+BF16 = WeightFormat("bf16", GGML_BF16, 1, 2, "bf16", dequantize_bf16, quantize_bf16, (), get_rows_bf16,
+                    matvec_bf16_into,
+                    (Variant("lanes64", matvec_bf16_lanes64, matvec_bf16_lanes64_serial,
+                             _SUMMARY.format("bf16") + ", AVX512-BF16 pairs", reference=True),))

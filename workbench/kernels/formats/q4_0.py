@@ -1,0 +1,137 @@
+"""q4_0: 32 weights in 18 bytes = f16 d, u8 qs[16] (low nibbles x0..15, high x16..31);
+x = d * (q - 8). Activations: q8_0.
+
+Kernels follow llama.cpp's repacked `ggml_gemv_q4_0_8x8_q8_0`, which its CPU backend runs
+on q4_0 weights instead of the vec_dot: per block one exact integer
+sumi = sum (q - 8) q_x, then acc = fmaf(float(sumi), float(d_w) * d_x, acc) from acc = 0.
+Variants, equal bit for bit:
+- "one_row": one row per pass, x widened to int16 (the plain reference order);
+- "row_groups": four rows per pass, their block dots in one register of four 4-lane rows
+  (`isa.quads`), the four chains side by side in an f32x4;
+- "row_octets": eight rows per pass, one int32 lane each (`q4_0_octets`, AVX2).
+"""
+
+import numpy as np
+from numba import prange
+
+from workbench.kernels.formats import q4_0_octets
+from workbench.kernels.formats.activations import quantize_rows_q8_0
+from workbench.kernels.formats.base import (
+    SERIAL,
+    Variant,
+    WeightFormat,
+    f16_bytes,
+    f16_field,
+    inverse,
+    nibbles,
+    pack_nibbles,
+    signed_absmax,
+)
+from workbench.kernels.formats.rows import AHEAD, QK, ROWS, group_rows, prefetch_bytes, q8_0_scratch
+from workbench.kernels.isa.pairs import scales4
+from workbench.kernels.isa.quads import dot4_quad, fma_quad_sums
+from workbench.kernels.isa.vectors import fmaf, load_f16, pdot_q4, vsum, zeros_i32
+from workbench.kernels.isa.x86 import lane, zeros_f32x4
+from workbench.kernels.jit import njit_parallel, njit_serial
+
+GGML_TYPE = 2
+BLOCK = 18
+
+
+def dequantize(blocks: np.ndarray) -> np.ndarray:
+    q = nibbles(blocks[:, 2:]).astype(np.int8) - np.int8(8)
+    return f16_field(blocks, 0) * q.astype(np.float32)
+
+
+def quantize(x: np.ndarray) -> np.ndarray:
+    d = signed_absmax(x) / np.float32(-8)
+    q = np.trunc(x * inverse(d) + np.float32(8.5)).clip(0, 15).astype(np.uint8)
+    return np.concatenate([f16_bytes(d), pack_nibbles(q)], axis=-1)
+
+
+@njit_serial
+def get_rows(out, w, ids):
+    for t in range(ids.shape[0]):
+        row = w[ids[t]]
+        for b in range(out.shape[1] // QK):
+            d = load_f16(row, BLOCK * b)
+            for j in range(16):
+                q = row[BLOCK * b + 2 + j]
+                out[t, QK * b + j] = d * np.float32(np.int32(q & 15) - 8)
+                out[t, QK * b + 16 + j] = d * np.float32(np.int32(q >> 4) - 8)
+
+
+def _one_row(out, w, x, i8, i32, f32):
+    # W (rows, nb*18) @ x (T, cols) -> out (T, rows)
+    T, cols = x.shape
+    nb = cols // QK
+    xq = np.empty((T, cols), np.int16)
+    xd = np.empty((T, nb), np.float32)
+    xs = np.empty((T, nb), np.int32)
+    quantize_rows_q8_0(x, xq, xd, xs)
+    for r in prange(w.shape[0]):
+        row = w[r]
+        for t in range(T):
+            acc = np.float32(0)
+            for b in range(nb):
+                o = b * BLOCK
+                sumi = vsum(pdot_q4(row, o + 2, 0, 8, xq, t * cols + b * QK))
+                acc = fmaf(np.float32(sumi), load_f16(row, o) * xd[t, b], acc)
+            out[t, r] = acc
+
+
+def _row_groups(out, w, x, i8, i32, f32):
+    # W (rows, nb*18) @ x (T, cols) -> out (T, rows), four rows per pass
+    T, cols = x.shape
+    nb, rb, last = cols // QK, w.shape[1], w.shape[0] - 1
+    xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
+    quantize_rows_q8_0(x, xq, xd, xs)
+    for g in prange((last + ROWS) // ROWS):
+        r0, r1, r2, r3 = group_rows(g, last)
+        a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
+        for t in range(T):
+            acc = zeros_f32x4()
+            for k in range(nb):
+                o = k * BLOCK
+                prefetch_bytes(w, a + AHEAD + k * ROWS * BLOCK, ROWS * BLOCK)
+                xo = t * cols + k * QK
+                p = dot4_quad(zeros_i32(), w, a + o + 2, b + o + 2, c + o + 2, d + o + 2, xq, xo)
+                s = scales4(w, a + o, b + o, c + o, d + o, xd[t, k])
+                acc = fma_quad_sums(acc, p, 8 * xs[t, k], s)  # sum q q_x - 8 sum q_x
+            out[t, r0], out[t, r1] = lane(acc, 0), lane(acc, 1)
+            out[t, r2], out[t, r3] = lane(acc, 2), lane(acc, 3)
+
+
+one_row, one_row_serial = njit_parallel(_one_row), njit_serial(_one_row)
+row_groups, row_groups_serial = njit_parallel(_row_groups), njit_serial(_row_groups)
+
+
+@njit_serial
+def matvec_into(variant, out, w, x, i8, i32, f32):
+    """Variant number `variant` of FORMAT.variants (+ SERIAL: its serial twin)."""
+    if variant == 0:
+        one_row(out, w, x, i8, i32, f32)
+    elif variant == 1:
+        row_groups(out, w, x, i8, i32, f32)
+    elif variant == 2:
+        q4_0_octets.row_octets(out, w, x, i8, i32, f32)
+    elif variant == SERIAL:
+        one_row_serial(out, w, x, i8, i32, f32)
+    elif variant == SERIAL + 1:
+        row_groups_serial(out, w, x, i8, i32, f32)
+    else:
+        q4_0_octets.row_octets_serial(out, w, x, i8, i32, f32)
+
+
+FORMAT = WeightFormat(
+    "q4_0", GGML_TYPE, QK, BLOCK, "q8_0", dequantize, quantize, (0,), get_rows, matvec_into,
+    variants=(
+        Variant("one_row", one_row, one_row_serial, "one row per pass, x widened to int16", reference=True),
+        Variant("row_groups", row_groups, row_groups_serial, "four rows of 4 lanes in one register"),
+        Variant("row_octets", q4_0_octets.row_octets, q4_0_octets.row_octets_serial,
+                "eight rows, one int32 lane each (AVX2 vphaddw / vpmaddwd)"),
+    ),
+    # with 512-bit VNNI the row groups' block dots are single instructions; with AVX2 only
+    # the octets are 1.4-1.7x the row groups (AMD EPYC); without AVX2, one row per pass
+    prefer=(("row_groups", ("avx512vnni", "avx512bw", "avx512vl")), ("row_octets", ("avx2",))),
+)

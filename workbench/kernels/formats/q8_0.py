@@ -1,0 +1,159 @@
+"""q8_0: 32 weights in 34 bytes = f16 d, int8 qs[32]; x = d * q. Activations: q8_0.
+
+Kernels follow llama.cpp's x86 decode path operation for operation, so results are
+equal bit for bit to `ggml_vec_dot_q8_0_q8_0` (AVX2): every block adds
+fp16(d_w) * d_x * (sum of products 4k..4k+3, k = 0..7) into 8 float32 lanes with fused
+multiply-adds, summed as `hsum_float_8` once per row. Variants, equal bit for bit:
+- "one_row": one row per pass, x widened to int16 (the plain reference order);
+- "row_groups": four rows per pass as two row pairs (`isa.pairs`), the block dots by
+  llama.cpp's AVX2 sign trick (|q| unsigned times x with q's sign, `vpmaddubsw`);
+- "row_groups_vnni": the same rows, each weight biased by +128 to be unsigned and the dot
+  started from -128 * (sum of 4 x), one `vpdpbusd` per block pair (needs 512-bit VNNI).
+"""
+
+import numpy as np
+from numba import prange
+
+from workbench.kernels.formats.activations import quantize_act_q8_0, quantize_rows_q8_0
+from workbench.kernels.formats.base import SERIAL, Variant, WeightFormat, f16_bytes, f16_field, inverse, roundf
+from workbench.kernels.formats.rows import AHEAD, QK, ROWS, group_rows, prefetch_bytes, q8_0_scratch, sums_of_4
+from workbench.kernels.isa.pairs import (
+    dot4_pair,
+    dot4_pair_signed,
+    fma_pair,
+    load_i32x8_twice,
+    q8_pair,
+    scales_quad,
+)
+from workbench.kernels.isa.vectors import fma_quads, load_f16, pdot_i8, vsum_quads, zeros_f32, zeros_i32
+from workbench.kernels.isa.x86 import hsum_hi, hsum_lo
+from workbench.kernels.jit import njit_parallel, njit_serial
+
+GGML_TYPE = 8
+BLOCK = 34
+
+
+def dequantize(blocks: np.ndarray) -> np.ndarray:
+    return f16_field(blocks, 0) * blocks[:, 2:].view(np.int8).astype(np.float32)
+
+
+def quantize(x: np.ndarray) -> np.ndarray:
+    d = np.abs(x).max(axis=-1, keepdims=True) / np.float32(127)
+    q = roundf(x * inverse(d)).astype(np.int8)
+    return np.concatenate([f16_bytes(d), q.view(np.uint8)], axis=-1)
+
+
+@njit_serial
+def get_rows(out, w, ids):
+    for t in range(ids.shape[0]):
+        row = w[ids[t]]
+        for b in range(out.shape[1] // QK):
+            d = load_f16(row, BLOCK * b)
+            for j in range(QK):
+                out[t, QK * b + j] = d * np.float32(np.int8(row[BLOCK * b + 2 + j]))
+
+
+def _one_row(out, w, x, i8, i32, f32):
+    # W (rows, nb*34) @ x (T, cols) -> out (T, rows)
+    T, cols = x.shape
+    nb = cols // QK
+    xq = np.empty((T, cols), np.int16)
+    xd = np.empty((T, nb), np.float32)
+    xs = np.empty((T, nb), np.int32)
+    quantize_rows_q8_0(x, xq, xd, xs)
+    for r in prange(w.shape[0]):
+        row = w[r]
+        for t in range(T):
+            acc = zeros_f32()
+            for b in range(nb):
+                o = b * BLOCK
+                p = pdot_i8(row, o + 2, xq, t * cols + b * QK)
+                acc = fma_quads(acc, load_f16(row, o) * xd[t, b], p)
+            out[t, r] = vsum_quads(acc)
+
+
+def _row_groups(out, w, x, i8, i32, f32):
+    # W (rows, nb*34) @ x (T, cols) -> out (T, rows), four rows per pass
+    T, cols = x.shape
+    nb, rb, last = cols // QK, w.shape[1], w.shape[0] - 1
+    xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
+    quantize_rows_q8_0(x, xq, xd, xs)
+    for g in prange((last + ROWS) // ROWS):
+        r0, r1, r2, r3 = group_rows(g, last)
+        a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
+        for t in range(T):
+            ab, cd = zeros_f32(), zeros_f32()
+            for k in range(nb):
+                o = k * BLOCK
+                prefetch_bytes(w, a + AHEAD + k * ROWS * BLOCK, ROWS * BLOCK)
+                xo = t * cols + k * QK
+                sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t, k])
+                qab, qcd = q8_pair(w, a + o + 2, b + o + 2), q8_pair(w, c + o + 2, d + o + 2)
+                ab = fma_pair(ab, sab, dot4_pair_signed(zeros_i32(), qab, xq, xo))
+                cd = fma_pair(cd, scd, dot4_pair_signed(zeros_i32(), qcd, xq, xo))
+            out[t, r0], out[t, r1] = hsum_lo(ab), hsum_hi(ab)
+            out[t, r2], out[t, r3] = hsum_lo(cd), hsum_hi(cd)
+
+
+def _row_groups_vnni(out, w, x, i8, i32, f32):
+    # as _row_groups, the block dots of weights biased +128 by `vpdpbusd`
+    T, cols = x.shape
+    nb, rb, last = cols // QK, w.shape[1], w.shape[0] - 1
+    xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
+    quantize_rows_q8_0(x, xq, xd, xs)
+    xc = i32[T * nb : T * nb + T * cols // 4].reshape((T, cols // 4))
+    sums_of_4(xq, -128, xc)  # q8_pair adds 128 to every weight
+    for g in prange((last + ROWS) // ROWS):
+        r0, r1, r2, r3 = group_rows(g, last)
+        a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
+        for t in range(T):
+            ab, cd = zeros_f32(), zeros_f32()
+            for k in range(nb):
+                o = k * BLOCK
+                prefetch_bytes(w, a + AHEAD + k * ROWS * BLOCK, ROWS * BLOCK)
+                xo = t * cols + k * QK
+                sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t, k])
+                qab, qcd = q8_pair(w, a + o + 2, b + o + 2), q8_pair(w, c + o + 2, d + o + 2)
+                c0 = load_i32x8_twice(xc, xo // 4)
+                ab = fma_pair(ab, sab, dot4_pair(c0, qab, xq, xo))
+                cd = fma_pair(cd, scd, dot4_pair(c0, qcd, xq, xo))
+            out[t, r0], out[t, r1] = hsum_lo(ab), hsum_hi(ab)
+            out[t, r2], out[t, r3] = hsum_lo(cd), hsum_hi(cd)
+
+
+one_row, one_row_serial = njit_parallel(_one_row), njit_serial(_one_row)
+row_groups, row_groups_serial = njit_parallel(_row_groups), njit_serial(_row_groups)
+row_groups_vnni, row_groups_vnni_serial = njit_parallel(_row_groups_vnni), njit_serial(_row_groups_vnni)
+
+
+@njit_serial
+def matvec_into(variant, out, w, x, i8, i32, f32):
+    """Variant number `variant` of FORMAT.variants (+ SERIAL: its serial twin)."""
+    if variant == 0:
+        one_row(out, w, x, i8, i32, f32)
+    elif variant == 1:
+        row_groups(out, w, x, i8, i32, f32)
+    elif variant == 2:
+        row_groups_vnni(out, w, x, i8, i32, f32)
+    elif variant == SERIAL:
+        one_row_serial(out, w, x, i8, i32, f32)
+    elif variant == SERIAL + 1:
+        row_groups_serial(out, w, x, i8, i32, f32)
+    else:
+        row_groups_vnni_serial(out, w, x, i8, i32, f32)
+
+
+VNNI = ("avx512vnni", "avx512bw", "avx512vl")
+FORMAT = WeightFormat(
+    "q8_0", GGML_TYPE, QK, BLOCK, "q8_0", dequantize, quantize, (0,), get_rows, matvec_into,
+    variants=(
+        Variant("one_row", one_row, one_row_serial, "one row per pass, x widened to int16", reference=True),
+        Variant("row_groups", row_groups, row_groups_serial, "four rows per pass, AVX2 sign-trick block dots"),
+        Variant("row_groups_vnni", row_groups_vnni, row_groups_vnni_serial,
+                "four rows per pass, biased weights, one vpdpbusd per block pair", needs=VNNI),
+    ),
+    # 1536 x 576 at 1 thread, AVX2 EPYC: row groups 1.5-3x one row; without AVX2 the
+    # portable widening dots lose to one row per pass
+    prefer=(("row_groups_vnni", VNNI), ("row_groups", ("avx2",))),
+    quantize_activation=quantize_act_q8_0,
+)
