@@ -18,8 +18,8 @@ checked for form here and against the registry on the worker (a worker may have
 variants this process does not):
 - "default": the registry's defaults for this CPU;
 - "NAME": variant NAME of every matvec format that registers one (e.g. "serial",
-  "reference_order_v1"), the others keep their default;
-- "OP:FMT=NAME": that op and format only (e.g. "matvec:q4_1=reference_order_v1");
+  "one_row"), the others keep their default;
+- "OP:FMT=NAME": that op and format only (e.g. "matvec:q4_1=one_row");
   several joined by "+".
 This module checks values and does not run anything, nor import dask.
 """
@@ -145,7 +145,7 @@ def canonical_kernel(spec) -> str:
     """A kernel choice in one spelling: parts sorted, joined by "+"; "default" when empty."""
     if not isinstance(spec, str):
         raise ParameterError(f"a kernel choice is a string such as 'default', 'serial' or "
-                             f"'matvec:q4_1=reference_order_v1', got {spec!r}")
+                             f"'matvec:q4_1=one_row', got {spec!r}")
     parts = sorted({p.strip() for p in spec.split("+") if p.strip() and p.strip() != "default"})
     for p in parts:
         if not KERNEL_PART.match(p):

@@ -67,9 +67,9 @@ def threading() -> dict:
 
 
 def kernel_choices(formats) -> dict:
-    """{"matvec:q4_1": "serial (matvec_q4_1_rows_serial)", ...}: the registry's default
+    """{"matvec:q4_1": "serial (row_groups_serial)", ...}: the registry's default
     variant of each op for each weight format in `formats`, and the function it names
-    (two names may be one function: "parallel" is whichever kernel is fastest here)."""
+    (two names may be one function: "serial" is the serial twin of the CPU's choice)."""
     from workbench.kernels import registry
 
     out = {}

@@ -11,6 +11,7 @@ weight format) over the steps of one phase: GB/s = their bytes over their time.
 from __future__ import annotations
 
 import math
+import zlib
 
 import plotly.graph_objects as go
 
@@ -21,8 +22,13 @@ _FMT_COLORS = {"q4_0": "#1f77b4", "q4_1": "#17becf", "q4_k": "#2ca02c", "q5_0": 
                "q8_0": "#ff7f0e", "f16": "#9467bd", "bf16": "#e377c2", "f32": "#7f7f7f", "": "#c7c7c7"}
 
 
+_MORE_COLORS = ("#d62728", "#aec7e8", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#dbdb8d", "#9edae5")
+
+
 def _fmt_color(fmt: str) -> str:
-    return _FMT_COLORS.get(fmt, "#d62728")
+    """A color per weight format: fixed for the common ones, any other format (the table
+    of formats grows without this file) one of the rest, the same in every process."""
+    return _FMT_COLORS.get(fmt) or _MORE_COLORS[zlib.crc32(fmt.encode()) % len(_MORE_COLORS)]
 
 
 def _hover(row, roof_gbs) -> str:
