@@ -126,9 +126,9 @@ def _print_load_report(model) -> None:
 def _version() -> str:
     """`workbench X.Y.Z (commit abc1234)`: the commit when run from a git checkout."""
     import workbench
-    from workbench.bench import _commit
+    from workbench.provenance import git_commit
 
-    commit = _commit()
+    commit = git_commit()
     return f"workbench {workbench.__version__}" + ("" if commit == "unknown" else f" (commit {commit})")
 
 
