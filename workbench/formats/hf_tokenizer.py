@@ -64,7 +64,7 @@ from tokenizers import AddedToken, decoders, models, pre_tokenizers, processors
 
 from workbench.errors import FormatError, ParameterError
 from workbench.formats.chat import BUILTIN_TEMPLATES, render_chat_template
-from workbench.formats.tokenizer import _byte_decoder
+from workbench.formats.token_bytes import byte_decoder
 
 # Named special tokens transformers knows; bos/eos must be vocabulary tokens, the others
 # are only registered as special when they are.
@@ -568,7 +568,7 @@ def _run_steps(steps: list[tuple], text: str, first: bool) -> bytes:
         kind = step[0]
         if kind == "byte_level":
             if isinstance(value, str):
-                table = _byte_decoder()
+                table = byte_decoder()
                 # tokenizers keeps a token with a character outside the table as UTF-8
                 value = (bytes(table[c] for c in value) if all(c in table for c in value)
                          else value.encode("utf-8"))
