@@ -30,7 +30,7 @@ from workbench.errors import ParameterError, UnsupportedError, WorkbenchError
 from workbench.formats.catalog import ModelNotFoundError
 from workbench.formats.gguf import GGUFFile
 from workbench.formats.hf import HFDirectory
-from workbench.formats.tokenizer import _byte_decoder
+from workbench.formats.token_bytes import byte_decoder
 from workbench.models.config import ModelConfig
 from workbench.quant.reference import dequantize_ref, quantize_ref
 
@@ -45,7 +45,7 @@ D, FF, HEADS, KV_HEADS, LAYERS = 64, 80, 4, 2, 2
 
 def write_tiny_llama(path):
     rng = np.random.default_rng(0)
-    tokens = sorted(_byte_decoder(), key=_byte_decoder().get) + ["Ġt", "he", "<|endoftext|>"]
+    tokens = sorted(byte_decoder(), key=byte_decoder().get) + ["Ġt", "he", "<|endoftext|>"]
     types = [1] * (len(tokens) - 1) + [3]
     w = gguf.GGUFWriter(str(path), "llama")
     w.add_key_value("general.name", b"tiny caf\xe9", gguf.GGUFValueType.STRING)  # not UTF-8

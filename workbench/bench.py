@@ -22,91 +22,39 @@ llama-bench times its own runs, likewise without tokenization and sampling. The 
 GGUF files only; for a shape twin's HF directory it runs the twin's GGUF, which holds the
 same weights (`peer_model_path` names the file).
 
-Decode rows also carry the bytes one token reads (`bytes_per_token`: every weight the
-step reads once, as the kernels hold it, the embedding tables counted as the one row a
-lookup reads unless the lm_head is the embedding itself, plus the KV cache at the
-test's mean depth), the GB/s that makes at the measured tok/s, and its fraction of the
-machine's read bandwidth at that thread count (`workbench.machine_bandwidth()`, measured
-once per machine and cached; `bench --membw` shows it). The peer's bytes are those of
-its file (llama.cpp runs weights as stored), so its GB/s and fraction sit beside ours.
-
-Records carry what makes a number reproducible (llama-bench's `struct test`): model,
-file, format, size, parameters, test, threads, raw samples, commit, CPU (model name and
-the flags that pick kernels), workbench version, time, and the peer's version and build
-(compiler, -march, AMX). `iter_bench` yields each record as its test ends (for progress), `bench`
-returns the list, `bench_model` runs the tests on a model loaded by the caller, `records_frame` makes a DataFrame. Nothing here prints or formats:
-the `workbench bench` command renders records as markdown, JSON or CSV.
+Decode rows also carry the bytes one token reads, the GB/s that makes at the measured
+tok/s and its fraction of the machine's read bandwidth (`bench_bytes.py`). Records
+(`bench_record.BenchRecord`) carry what makes a number reproducible, as llama-bench's
+`struct test` does; the provenance they share with traces comes from `provenance.py`.
+`iter_bench` yields each record as its test ends (for progress), `bench` returns the
+list, `bench_model` runs the tests on a model loaded by the caller, `records_frame` makes
+a DataFrame. Nothing here prints or formats: the `workbench bench` command renders
+records as markdown, JSON or CSV.
 """
 
 from __future__ import annotations
 
 import datetime
 import statistics
-import subprocess
 import time
-from collections import Counter
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from workbench.bench_bytes import decode_bytes, kv_bytes, peer_decode_bytes, traffic
+from workbench.bench_record import FIELDS, BenchRecord, records_frame
 from workbench.errors import ParameterError
+from workbench.provenance import build_number, describe, git_commit
+
+# FIELDS, records_frame and kv_bytes are defined beside the record and the byte counts,
+# and exported here too: callers find the whole benchmark API in workbench.bench
+__all__ = ["FIELDS", "TEXT", "TG_PROMPT", "BenchRecord", "bench", "bench_model", "context_for", "decode_bytes",
+           "iter_bench", "kv_bytes", "parse_counts", "peer_decode_bytes", "records_frame", "test_name"]
 
 TG_PROMPT = 8  # tokens fed (untimed) before a decode test, as a chat turn's first few
 TEXT = ("The history of computing is a story of people who wanted to calculate faster than they could "
         "by hand, and of the machines they built to do it. ")
-
-
-@dataclass(frozen=True)
-class BenchRecord:
-    """One test's result: what ran, where, and every sample (tok/s)."""
-
-    model: str  # the source as given: catalog name, file or directory name
-    model_path: str
-    arch: str
-    quant: str  # GGUF file type ("Q4_1", "Q4_K_M"), else the dominant tensor format; HF: dtype
-    size_bytes: int  # bytes of the file's tensors
-    n_params: int
-    profile: str  # workbench load profile (weight options)
-    converted: str  # formats converted at load by the profile, "F32->Q8_0"; "" when none
-    weight_bytes: int  # bytes of the weights as workbench's kernels read them
-    test: str  # "pp32", "tg64"
-    n_prompt: int  # prompt tokens timed (0 for tg)
-    n_gen: int  # generated tokens timed (0 for pp)
-    n_depth: int  # tokens already in the KV cache when the timed part starts
-    threads: int
-    tok_s: float
-    stdev: float
-    samples: list[float]
-    commit: str
-    cpu: str
-    cpu_flags: str  # the kernel-picking flags it has: "avx2 avx512f avx512_vnni ..."
-    workbench: str  # workbench version
-    timestamp: str  # ISO 8601 UTC, when the test ended
-    bytes_per_token: int | None = None  # decode rows: bytes one step reads
-    gbps: float | None = None  # bytes_per_token * tok_s
-    roof_gbps: float | None = None  # the machine's read bandwidth at `threads` (decode rows)
-    roof_frac: float | None = None  # gbps / roof_gbps
-    peer: str | None = None  # "llama.cpp 0c1e57098 llama-bench (llama-cpp-python 0.3.36 tree)"
-    peer_build: str | None = None  # "g++ ... 12.2.0, -march=native, AMX off (CPU has none)"
-    peer_model_path: str | None = None  # the GGUF file the peer ran
-    peer_tok_s: float | None = None
-    peer_stdev: float | None = None
-    peer_samples: list[float] | None = field(default=None)
-    ratio: float | None = None  # tok_s / peer_tok_s
-    peer_bytes_per_token: int | None = None
-    peer_gbps: float | None = None
-    peer_roof_frac: float | None = None
-    kv_type: str = "f16"  # the KV cache's type (llama-bench's type_k and type_v)
-    n_batch: int = 0  # prompt tokens per forward (llama-bench's n_batch and n_ubatch)
-    build_number: int = 0  # commits in the checkout's history (llama.cpp's build number is the same count)
-
-    def as_dict(self) -> dict:
-        return asdict(self)
-
-
-FIELDS = tuple(BenchRecord.__dataclass_fields__)
 
 
 def parse_counts(text: str, name: str = "counts", low: int = 0) -> list[int]:
@@ -230,7 +178,7 @@ def _model_records(model, source, tests, threads, reps, env, roof, peer=None, pe
                     if roof and bandwidth is None:
                         bandwidth = workbench.machine_bandwidth()
                     mean_depth = depth + n_p + n_g / 2  # positions of KV cache a step reads, on average
-                    record |= _traffic("", decode_bytes(model, mean_depth), record["tok_s"], bandwidth, t)
+                    record |= traffic("", decode_bytes(model, mean_depth), record["tok_s"], bandwidth, t)
                 if other is not None:
                     peer_stats = _stats(theirs)
                     record |= {**peer_about, "peer_model_path": str(Path(peer_path).resolve()),
@@ -238,7 +186,7 @@ def _model_records(model, source, tests, threads, reps, env, roof, peer=None, pe
                                "peer_samples": peer_stats["samples"],
                                "ratio": record["tok_s"] / peer_stats["tok_s"]}
                     if not pp:
-                        record |= _traffic("peer_", peer_decode_bytes(peer_path, model, mean_depth),
+                        record |= traffic("peer_", peer_decode_bytes(peer_path, model, mean_depth),
                                            peer_stats["tok_s"], bandwidth, t)
                 yield BenchRecord(**record)
         finally:
@@ -281,84 +229,6 @@ def _context(tests) -> int:
 def bench(sources: Sequence[str | Path], **kwargs) -> list[BenchRecord]:
     """All records of `iter_bench(sources, **kwargs)`."""
     return list(iter_bench(sources, **kwargs))
-
-
-def records_frame(records: Sequence[BenchRecord]):
-    """A pandas DataFrame with one row per record."""
-    import pandas as pd
-
-    return pd.DataFrame([r.as_dict() for r in records], columns=list(FIELDS))
-
-
-def describe(source) -> dict:
-    """arch, quant, size_bytes and n_params of a parsed GGUFFile or HFDirectory."""
-    from workbench.formats.gguf import GGUFFile
-
-    if isinstance(source, GGUFFile):
-        tensors = source.tensors.values()
-        return {"arch": source.architecture, "quant": _gguf_quant(source),
-                "size_bytes": sum(t.n_bytes or 0 for t in tensors), "n_params": sum(t.n_elements for t in tensors)}
-    infos = [st.tensors[name] for st in source.shards.values() for name in st.tensors]
-    dtype = source.config.get("torch_dtype") or source.config.get("dtype")
-    if not dtype:  # the dtype holding the most bytes
-        dtype = _bytes_by(infos, lambda i: i.dtype).most_common(1)[0][0]
-    return {"arch": source.architecture, "quant": str(dtype).upper().replace("FLOAT", "F"),
-            "size_bytes": sum(i.n_bytes for i in infos), "n_params": sum(i.n_elements for i in infos)}
-
-
-# -- bytes per decode step --------------------------------------------------------------
-
-def decode_bytes(model, depth: float) -> int:
-    """Bytes one decode step of `model` reads with `depth` positions in its KV cache: the
-    weights as the kernels hold them (`model.weight_bytes`), less the embedding tables
-    but the one row a lookup reads (unless the lm_head is the token embedding itself),
-    plus K and V of every layer at `depth` positions."""
-    total = model.weight_bytes
-    net = getattr(model, "net", None)
-    head = getattr(getattr(net, "output", None), "w", None)
-    for name in ("token_embd", "position_embd"):
-        table = getattr(getattr(net, name, None), "w", None)
-        if table is not None and table is not head:
-            total -= table.nbytes - table.nbytes // table.shape[0]
-    return int(total + kv_bytes(model.config, depth, getattr(model.load_report, "kv_type", "f16")))
-
-
-def peer_decode_bytes(path, model, depth: float) -> int:
-    """Bytes one llama.cpp decode step on the GGUF `path` reads: its tensors as stored,
-    the embedding tables as one row (but token_embd whole when there is no output.weight,
-    since it is then the lm_head), plus an F16 KV cache at `depth` positions."""
-    from workbench.formats.gguf import GGUFFile
-
-    gf = GGUFFile.open(path)
-    try:
-        total = 0
-        for name, info in gf.tensors.items():
-            size = info.n_bytes or 0
-            if name == "position_embd.weight" or (name == "token_embd.weight" and "output.weight" in gf.tensors):
-                size //= info.shape[-1]  # one row of the (rows, d) table
-            total += size
-    finally:
-        gf.close()
-    return int(total + kv_bytes(model.config, depth, "f16"))
-
-
-def kv_bytes(config, depth: float, kv_type: str) -> float:
-    """K and V of every layer at `depth` positions (Gemma's sliding layers see their window)."""
-    per_position = 2 * config.n_kv_heads * config.head_dim * (2 if kv_type == "f16" else 4)
-    swa = getattr(config, "swa_layers", ()) or (False,) * config.n_layers
-    window = getattr(config, "sliding_window", 0) or depth
-    return sum(per_position * (min(depth, window) if s else depth) for s in swa)
-
-
-def _traffic(prefix: str, n_bytes: int, tok_s: float, bandwidth, threads: int) -> dict:
-    gbps = n_bytes * tok_s / 1e9
-    out = {f"{prefix}bytes_per_token": n_bytes, f"{prefix}gbps": gbps}
-    if bandwidth is not None:
-        roof_gbps = bandwidth.gbps("read", threads)
-        out[f"{prefix}roof_frac"] = gbps / roof_gbps
-        if not prefix:
-            out["roof_gbps"] = roof_gbps
-    return out
 
 
 # -- the measurements ---------------------------------------------------------------
@@ -435,7 +305,7 @@ def _stats(samples: list[float]) -> dict:
             "samples": list(samples)}
 
 
-# -- provenance ---------------------------------------------------------------------
+# -- inputs and environment ---------------------------------------------------------
 
 def _prompt(model, n: int) -> list[int]:
     """n token ids: BOS (where the model adds one) then TEXT's tokens, repeated."""
@@ -468,28 +338,6 @@ def _name(source, path: Path) -> str:
     return path.name if Path(text).expanduser().exists() else text
 
 
-def _gguf_quant(gf) -> str:
-    """general.file_type as llama.cpp names it (Q4_K_M), else the format of most bytes."""
-    file_type = gf.get("general.file_type", None)
-    if file_type is not None:
-        import gguf
-
-        try:
-            name = gguf.LlamaFileType(int(file_type)).name
-            return name.removeprefix("MOSTLY_").removeprefix("ALL_")
-        except ValueError:
-            pass
-    by_type = _bytes_by([t for t in gf.tensors.values() if len(t.shape) > 1], lambda t: t.type_name)
-    return by_type.most_common(1)[0][0].upper() if by_type else "unknown"
-
-
-def _bytes_by(items, key) -> Counter:
-    counts = Counter()
-    for item in items:
-        counts[key(item)] += getattr(item, "n_bytes", 0) or 0
-    return counts
-
-
 def _counts(values, name: str, low: int = 0) -> list[int]:
     values = [values] if isinstance(values, (int, np.integer)) else list(values)
     if not values or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low for v in values):
@@ -500,37 +348,10 @@ def _counts(values, name: str, low: int = 0) -> list[int]:
 def _env() -> dict:
     import workbench
     from workbench.machine import cpu_name
-
     from workbench.peers.llamacpp import cpu_flags
 
-    return {"commit": _commit(), "cpu": cpu_name(), "cpu_flags": " ".join(cpu_flags()),
-            "workbench": workbench.__version__, "build_number": _build_number()}
-
-
-def _build_number() -> int:
-    """Commits in the checkout's history (0 outside a git checkout)."""
-    try:
-        out = subprocess.run(["git", "rev-list", "--count", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=Path(__file__).resolve().parent)
-        return int(out.stdout.strip()) if out.returncode == 0 else 0
-    except (OSError, subprocess.SubprocessError, ValueError):
-        return 0
-
-
-def _commit() -> str:
-    """The short commit of the package's checkout, with "+dirty" when the package's own
-    files differ from it (numbers measured on uncommitted kernels say so)."""
-    here = Path(__file__).resolve().parent
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
-                             cwd=here)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--", "."], capture_output=True, text=True,
-                               timeout=10, cwd=here)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    if out.returncode != 0 or not out.stdout.strip():
-        return "unknown"
-    return out.stdout.strip() + ("+dirty" if dirty.returncode == 0 and dirty.stdout.strip() else "")
+    return {"commit": git_commit(), "cpu": cpu_name(), "cpu_flags": " ".join(cpu_flags()),
+            "workbench": workbench.__version__, "build_number": build_number()}
 
 
 def _now() -> str:

@@ -47,6 +47,10 @@ class StaleStepperError(WorkbenchError):
     holds one session: a second `start()` or `generate()` ends the first stepper)."""
 
 
+class PeerUnavailableError(WorkbenchError):
+    """A peer engine (`workbench.peers`) is not installed (or cannot start) in this environment."""
+
+
 class CacheError(WorkbenchError):
     """The workbench cache directory cannot be made or written."""
 

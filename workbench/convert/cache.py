@@ -19,7 +19,6 @@ It does not clean up outputs of older converter versions: they are remade in pla
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
 import os
@@ -28,7 +27,7 @@ from pathlib import Path
 from workbench.convert.core import CONVERTER_VERSION, MARKER, convert_report
 from workbench.errors import CacheError
 from workbench.formats.catalog import ModelNotFoundError, cache_dir, cache_subdir, resolve
-from workbench.formats.files import partial_path, remove, sha256, sweep_partials
+from workbench.formats.files import locked, partial_path, remove, sha256, sweep_partials
 
 SOURCES = ("smollm2-135m", "gemma3-270m")
 # variant -> conversion target
@@ -60,7 +59,7 @@ def derived(name: str, variant: str, progress: bool = True) -> Path:
     sidecar = out.with_name(out.name + ".json")
     cache_subdir("derived")
     try:
-        with _lock(out.with_name(f".{out.name}.lock")):
+        with locked(out.with_name(f".{out.name}.lock")):
             if _verified(out, sidecar, source):
                 return out
             _build(name, variant, source, out, sidecar, progress)
@@ -130,19 +129,3 @@ def _verified(out: Path, sidecar: Path, source: Path) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         return False
     return True
-
-
-@contextlib.contextmanager
-def _lock(path: Path):
-    """An exclusive advisory lock on `path` (no-op where fcntl does not exist)."""
-    try:
-        import fcntl
-    except ImportError:  # Windows: no locking
-        yield
-        return
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)

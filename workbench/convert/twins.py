@@ -58,12 +58,11 @@ import gguf
 import numpy as np
 from tqdm.auto import tqdm
 
-from workbench.convert.cache import _lock
 from workbench.convert.core import ConvertError, _install
 from workbench.convert.gguf_out import add_tensor_info
 from workbench.convert.hf_out import _write_json, write_hf
 from workbench.formats.catalog import ModelNotFoundError, cache_dir, resolve
-from workbench.formats.files import remove, sha256
+from workbench.formats.files import locked, remove, sha256
 from workbench.formats.gguf import GGUFFile
 from workbench.quant.reference import quantize_ref
 
@@ -126,7 +125,7 @@ def twin_files(name: str, *, progress: bool = True, rebuild: bool = False, verif
     out = twin_dir(name)
     sidecar = out.with_name(out.name + ".json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    with _lock(out.with_name(f".{out.name}.lock")):
+    with locked(out.with_name(f".{out.name}.lock")):
         if rebuild or not _cached(out, sidecar, spec, verify):
             sidecar.unlink(missing_ok=True)
             partial = out.parent / f".{out.name}.partial-{os.getpid()}"

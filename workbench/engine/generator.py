@@ -80,7 +80,7 @@ class Stepper:
     between tokens (a widget drawing a chart, a Stop button): `step()` samples the next
     token from the last logits, runs it through the model so the following step has
     logits, and returns (piece, token id), or None once finished (`finish_reason` then
-    says why). `generate` is this loop run to the end.
+    says why). `run` is this loop run to the end.
 
     With a `session` (see `engine.session`; `Model.start` passes its own), each step
     holds the session's lock and refuses to run once a later generation has taken the
@@ -162,21 +162,6 @@ class Stepper:
         return Generation(text, list(self.prompt_ids), list(self.tokens), self.finish_reason or "stopped",
                           self.prefill_seconds, sum(self.step_seconds), len(self.step_seconds),
                           list(self.step_seconds))
-
-
-def generate(
-    model,
-    state,
-    tokenizer,
-    prompt_ids: list[int],
-    max_tokens: int,
-    params: SamplingParams,
-    stop: tuple[str, ...] = (),
-    on_token: Callable[[str, int], None] | None = None,
-    tracer=NULL_TRACER,
-) -> Generation:
-    """Generate up to `max_tokens` tokens after `prompt_ids` (which must fit the cache)."""
-    return run(Stepper(model, state, tokenizer, prompt_ids, max_tokens, params, stop), on_token, tracer)
 
 
 def run(stepper: Stepper, on_token: Callable[[str, int], None] | None = None, tracer=NULL_TRACER) -> Generation:

@@ -12,11 +12,13 @@
   and computed again whenever one of those changed. Writing into the file changes its
   mtime and ctime (ctime cannot be set back by a user), so corruption is caught.
 
-It does not lock: callers that must serialize writers take their own lock.
+- `locked(path)`: an exclusive advisory lock on the lock file `path`, for the callers
+  that must serialize writers (a derived variant, a shape twin); nothing above locks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -96,6 +98,22 @@ def require_regular(path: Path, what: str = "file") -> os.stat_result:
             "a device or socket"
         raise FormatError(f"{path}: is {kind}, not a regular {what}")
     return st
+
+
+@contextlib.contextmanager
+def locked(path: Path):
+    """An exclusive advisory lock on `path` (no-op where fcntl does not exist)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows: no locking
+        yield
+        return
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def sha256(path: Path) -> str:

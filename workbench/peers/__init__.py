@@ -19,13 +19,10 @@ when workbench is imported.
 
 from __future__ import annotations
 
-from workbench.errors import ParameterError, WorkbenchError
+from workbench.errors import ParameterError, PeerUnavailableError
 
 PEERS = ("llamacpp",)
-
-
-class PeerUnavailableError(WorkbenchError):
-    """A peer engine is not installed (or cannot start) in this environment."""
+__all__ = ["PEERS", "PeerUnavailableError", "open_peer", "peer_build", "peer_version"]
 
 
 def _module(name: str):

@@ -34,7 +34,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from workbench.peers import PeerUnavailableError
+from workbench.errors import PeerUnavailableError
 
 PINNED = "0.3.36"  # the llama-cpp-python version whose tree is built (and the goldens were made with)
 _MAKE = "`make peer` builds it"

@@ -13,6 +13,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from workbench.trace.record import Span
+
 FORMAT = "workbench-trace"
 VERSION = 1
 
@@ -128,8 +130,6 @@ def load(cls, path):
     """A tracer of class `cls` from a file `save` wrote or from the Chrome trace JSON
     `chrome_trace` wrote (its spans rebuilt from the events, timed to the microsecond
     rounding of that format, and `meta` from `otherData`)."""
-    from workbench.trace.spans import Span
-
     doc = json.loads(Path(path).read_text())
     if isinstance(doc, dict) and "traceEvents" in doc:
         return _from_chrome(cls, doc, path)
@@ -152,8 +152,6 @@ def _from_chrome(cls, doc: dict, path):
     """Spans from the complete ("X") events of a Chrome trace workbench wrote: events
     come parents first, and an event's parent is the latest one whose `path` is its own
     minus the last part."""
-    from workbench.trace.spans import Span
-
     other = dict(doc.get("otherData") or {})
     if other.pop("generator", None) != "workbench":
         raise ValueError(f"{path}: not a workbench trace: a Chrome trace workbench did not write (otherData.generator)")
