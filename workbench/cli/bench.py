@@ -68,7 +68,7 @@ def add_sweep(sub) -> None:
     s.add_argument("--quant-type", default=None, metavar="TYPE[,TYPE]", help="q8_0, q4_0 (default: the profile's)")
     s.add_argument("--kv-type", default=None, metavar="TYPE[,TYPE]", help="f16, f32 (default: the profile's)")
     s.add_argument("--kernel", default="default", metavar="K[,K...]",
-                   help="kernel choices: default, a variant name (serial, row_groups, reference_order_v1) or "
+                   help="kernel choices: default, a variant name (serial, row_groups, one_row) or "
                         "OP:FMT=NAME, several joined by +")
     s.add_argument("--cpu-kind", default=None, metavar="KIND[,KIND]",
                    help="run each point only on workers whose CPU name or flags contain KIND (EPYC, Xeon, avx512f)")

@@ -25,8 +25,12 @@ def add_convert(sub) -> None:
 
 def add_inspect(sub) -> None:
     """`workbench inspect FILE|DIR`"""
-    i = sub.add_parser("inspect", help="print a GGUF or safetensors file's (or an HF directory's) metadata and tensors")
-    i.add_argument("file")
+    i = sub.add_parser("inspect", help="print a GGUF or safetensors file's (or an HF directory's) metadata and tensors; "
+                                       "--kernels: the matvec kernels of each weight format on this CPU")
+    i.add_argument("file", nargs="?", default=None, help="a file or directory (optional with --kernels)")
+    i.add_argument("--kernels", action="store_true",
+                   help="list every weight format's matvec variants, which one this CPU runs and what each needs "
+                        "(with FILE: only the formats its tensors have)")
     i.add_argument("--json", action="store_true")
 
 
@@ -75,6 +79,10 @@ def run_inspect(args) -> int:
 
     from workbench.errors import FormatError
 
+    if args.kernels:
+        return _print_kernels(args.file, args.json)
+    if args.file is None:
+        raise ParameterError("inspect needs a FILE (or --kernels)")
     path = Path(args.file)
     if path.is_dir():
         from workbench.formats.hf import HFDirectory
@@ -143,4 +151,34 @@ def run_cache(args) -> int:
         print(f"entries      {info['index_files']} compiled functions, {info['data_files']} compiled versions")
         print(f"size         {info['bytes'] / 2**20:.1f} MiB")
         print(f"stale keys   {len(info['other_keys'])} (workbench cache clear removes them)")
+    return 0
+
+
+def _print_kernels(file: str | None, as_json: bool) -> int:
+    """The table of weight formats as this CPU runs it: every matvec variant, what it
+    needs, which one is chosen (and which is the registry's default now)."""
+    from workbench.kernels import cache, dispatch
+    from workbench.kernels.table import FORMATS, WEIGHT_FORMATS
+
+    formats = list(WEIGHT_FORMATS)
+    if file is not None:
+        from workbench.formats.catalog import resolve
+        from workbench.formats.gguf import GGUFFile, describe
+
+        path = resolve(file)
+        kinds = {t["type"].lower() for t in describe(GGUFFile.open(path))["tensors"]} if path.is_file() else set()
+        formats = [f for f in formats if f in kinds] or formats
+    rows = [row for f in formats for row in dispatch.describe_variants(f)]
+    if as_json:
+        print(json.dumps({"cpu": cache.cpu_name(), "variants": rows}))
+        return 0
+    print(f"matvec kernels on this CPU ({cache.cpu_name()}); * = chosen here, + = the default now if another")
+    for f in formats:
+        row = FORMATS[f]
+        print(f"  {f} (GGML type {row.ggml_type}, {row.block_size} in {row.type_size} bytes, x as {row.vec_dot})")
+        for r in (r for r in rows if r["format"] == f):
+            mark = "*" if r["chosen for this CPU"] else ("+" if r["default now"] else " ")
+            needs = "" if r["needs"] == "-" else f" [needs {r['needs']}{'' if r['runs here'] else ': not here'}]"
+            ref = " (reference)" if r["reference"] else ""
+            print(f"   {mark} {r['variant']:<16} {r['summary']}{ref}{needs}")
     return 0

@@ -51,6 +51,22 @@ def add_load_args(p: argparse.ArgumentParser) -> None:
                    help="keep Q/K/V and gate/up as separate matrices")
     p.add_argument("--kv-type", choices=list(KV_TYPES), default=argparse.SUPPRESS,
                    help="KV cache precision: f16 (default, llama.cpp's) or f32 (float32 attention, as transformers)")
+    p.add_argument("--kernels", type=kernel_choices, default=argparse.SUPPRESS, metavar="FMT=NAME[,...]",
+                   help="matvec variant per weight format for this run, e.g. q4_0=one_row "
+                        "(see `workbench inspect --kernels`); others run this CPU's choice")
+
+
+def kernel_choices(text: str) -> dict[str, str]:
+    """"q4_0=one_row,q8_0=row_groups" -> {"q4_0": "one_row", "q8_0": "row_groups"}, checked."""
+    from workbench.kernels.dispatch import check_choices
+
+    pairs = [part.split("=", 1) for part in text.split(",") if part.strip()]
+    if not pairs or any(len(p) != 2 for p in pairs):
+        raise argparse.ArgumentTypeError(f"expected FMT=NAME[,FMT=NAME...], got {text!r}")
+    try:
+        return check_choices({f.strip(): n.strip() for f, n in pairs})
+    except ParameterError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_sampling_args(p: argparse.ArgumentParser, max_tokens: int) -> None:
@@ -75,7 +91,7 @@ def load_model(args):
     import workbench
 
     given = {k: getattr(args, k) for k in ("threads", "quant_threshold", "quant_type", "quantize_lm_head",
-                                           "requantize", "fuse", "kv_type") if hasattr(args, k)}
+                                           "requantize", "fuse", "kv_type", "kernels") if hasattr(args, k)}
     model = workbench.load(args.source, n_ctx=args.ctx, profile=args.profile, **given)
     if model.load_report.compiled:  # the first run on this CPU: say where the seconds went
         print(f"workbench: compiled for this CPU in {model.load_report.warm_up_seconds:.1f} s "
