@@ -173,6 +173,7 @@ def _model_records(model, source, tests, threads, reps, env, roof, peer=None, pe
                 ours, theirs = _run_test(model, other, prompt, n_p, n_g, depth, reps)
                 pp = n_g == 0
                 record = dict(about, test=test_name(n_p, n_g), n_prompt=n_p, n_gen=n_g, n_depth=depth, threads=t,
+                              kernels=", ".join(f"{f} {k}" for f, k in sorted(model.kernels.items())),
                               **_stats(ours), **env, timestamp=_now())
                 if not pp:
                     if roof and bandwidth is None:

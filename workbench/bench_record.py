@@ -58,6 +58,7 @@ class BenchRecord:
     kv_type: str = "f16"  # the KV cache's type (llama-bench's type_k and type_v)
     n_batch: int = 0  # prompt tokens per forward (llama-bench's n_batch and n_ubatch)
     build_number: int = 0  # commits in the checkout's history (llama.cpp's build number is the same count)
+    kernels: str = ""  # the matvec variant each weight format ran: "q4_1 row_groups, q8_0 row_groups_vnni"
 
     def as_dict(self) -> dict:
         return asdict(self)

@@ -38,6 +38,8 @@ def cpu_features() -> frozenset[str]:
     NUMBA_CPU_FEATURES when set (as numba's codegen decides), else the host's."""
     if numba.config.CPU_FEATURES is not None:
         return frozenset(f[1:] for f in numba.config.CPU_FEATURES.split(",") if f.startswith("+"))
+    if numba.config.CPU_NAME is not None:  # a named CPU without its features: assume none (portable code)
+        return frozenset()
     return frozenset(f for f, on in _llvm.get_host_cpu_features().items() if on)
 
 
