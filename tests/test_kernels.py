@@ -38,7 +38,7 @@ from workbench.quant import FORMATS, dequantize_ref, quantize_activation_ref, qu
 ROOT = Path(__file__).resolve().parents[1]
 
 # vs the float64 dot of the dequantized weight and the dequantized quantized activation
-# (for q4_1: with the min term taken from q8_1's s = fp16(d * sum q), as llama.cpp does)
+# (for q4_1 / q5_1: with the min term taken from q8_1's s = fp16(d * sum q), as llama.cpp does)
 KERNEL_TOL = {fmt: 2e-6 for fmt in FORMATS if FORMATS[fmt].weight}
 # vs the float64 dot with the unquantized x, the budget is sum_j |w_ij| e_j with e_j the
 # largest change quantizing the activations can make to x_j: half a q8 step d = amax/127
@@ -90,14 +90,19 @@ def activations(T: int, cols: int, seed: int = 0) -> np.ndarray:
     return x
 
 
-def q4_1_reference(w: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """llama.cpp's q4_1 x q8_1 dot in float64: sum over blocks of d_w d_x sum(q_w q_x)
+def q8_1_reference(fmt: str, w: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """llama.cpp's q4_1 / q5_1 x q8_1 dot in float64: sum over blocks of d_w d_x sum(q_w q_x)
     + m_w s_x, and the sum of the magnitudes of its terms."""
-    rows, nb = w.shape[0], w.shape[1] // 20
-    wb = np.ascontiguousarray(w).reshape(rows, nb, 20)
+    f = FORMATS[fmt]
+    rows, nb = w.shape[0], w.shape[1] // f.type_size
+    wb = np.ascontiguousarray(w).reshape(rows, nb, f.type_size)
     d_w = wb[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float64)
     m_w = wb[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float64)
-    q_w = np.concatenate([wb[..., 4:] & 15, wb[..., 4:] >> 4], axis=-1).astype(np.float64)
+    qs = wb[..., -16:]
+    q_w = np.concatenate([qs & 15, qs >> 4], axis=-1).astype(np.float64)
+    if fmt == "q5_1":  # the 5th bits: bit j of the u32 at byte 4
+        qh = wb[..., 4:8].copy().view(np.uint32)
+        q_w += 16 * ((qh >> np.arange(32, dtype=np.uint32)) & 1)
     xb = quantize_activation_ref("q8_1", x).reshape(x.shape[0], nb, 36)
     d_x = xb[..., 0:2].copy().view(np.float16)[..., 0].astype(np.float64)
     s_x = xb[..., 2:4].copy().view(np.float16)[..., 0].astype(np.float64)
@@ -113,8 +118,8 @@ def check_against_references(fmt: str, w: np.ndarray, x: np.ndarray) -> np.ndarr
     assert linear(out, w, x, fmt, "test.weight") is out
     W = dequantize_ref(fmt, w).astype(np.float64)
     vec_dot = FORMATS[fmt].vec_dot
-    if fmt == "q4_1":
-        ref, size = q4_1_reference(w, x)
+    if vec_dot == "q8_1":
+        ref, size = q8_1_reference(fmt, w, x)
     else:
         xa = dequantize_ref(vec_dot, quantize_activation_ref(vec_dot, x)).astype(np.float64)
         ref, size = xa @ W.T, np.abs(xa) @ np.abs(W).T
@@ -157,7 +162,7 @@ def test_linear_on_real_weights(fmt, model, name, rows, T):
 
 
 @pytest.mark.parametrize("T", [1, 4])
-@pytest.mark.parametrize("fmt", ["f32", "f16", "bf16", "q4_0"])
+@pytest.mark.parametrize("fmt", ["f32", "f16", "bf16", "q4_0", "q5_1"])
 def test_linear_on_requantized_weights(fmt, T):
     w = synthetic_weight(fmt)
     check_against_references(fmt, w, activations(T, 576))
@@ -304,7 +309,7 @@ from workbench.quant import FORMATS, dequantize_ref, quantize_activation_ref, qu
 rng = np.random.default_rng(0)
 dense = rng.standard_normal((8, 512)).astype(np.float32)
 gemma = GGUFFile.open(sys.argv[1])
-for fmt in ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q4_k", "q6_k"]:
+for fmt in ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q6_k"]:
     if fmt == "q4_k":
         w = gemma.raw("blk.0.attn_output.weight")[:8]
     elif fmt == "q6_k":
@@ -330,7 +335,7 @@ print("ok")
 
 # ---- bit for bit against llama.cpp's CPU backend ------------------------------------------
 
-GGML_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q8_0": 8, "q8_1": 9,
+GGML_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "q8_1": 9,
              "q4_k": 12, "q6_k": 14, "q8_k": 15, "bf16": 30}
 _FROM_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 _VEC_DOT = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
@@ -427,6 +432,7 @@ LLAMA_CASES = [  # (format, weights) with the kernel llama.cpp runs on them at d
     ("q4_k", lambda: real_weight("gemma3", "blk.0.attn_output.weight", 64)),
     ("q6_k", lambda: real_weight("gemma3", "blk.0.ffn_down.weight", 64)),
     ("q4_0", lambda: synthetic_weight("q4_0")[:64]),
+    ("q5_1", lambda: synthetic_weight("q5_1")[:64]),  # no test model holds q5_1
     ("f32", lambda: synthetic_weight("f32")[:64]),
     ("f16", lambda: synthetic_weight("f16")[:64]),
     ("bf16", lambda: synthetic_weight("bf16")[:64]),

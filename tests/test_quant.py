@@ -2,7 +2,7 @@
 
 - the GGML type table agrees with gguf-py (except Q8_1, see ggml_types.py);
 - dequantize_ref equals gguf.quants.dequantize bit for bit on real tensors of both test
-  models, for every weight format they hold, and on synthetic f16 / bf16 / q4_0;
+  models, for every weight format they hold, and on synthetic f16 / bf16 / q4_0 / q5_1;
 - quantize_ref equals gguf.quants.quantize bit for bit where gguf implements it;
 - round trips stay within named error budgets (as llama.cpp's test-quantize-fns).
 """
@@ -32,7 +32,7 @@ Q = gguf.GGMLQuantizationType
 # max |x - dequantize(quantize(x))| per block, as a fraction of the block's max |x|
 # (of each value for f16 / bf16). q4_0 / q5_0 may clip the value opposite the block's
 # signed extreme by one full step (q = 16 or 32 -> 15 or 31), hence 1/8 and 1/16; q4_1's
-# half step is half of range/15 <= 2 max|x| / 30, plus its fp16 min.
+# half step is half of range/15 <= 2 max|x| / 30 (q5_1's: of range/31), plus its fp16 min.
 ROUND_TRIP_BUDGET = {
     "f32": 0.0,
     "f16": 2.0**-11,
@@ -43,6 +43,7 @@ ROUND_TRIP_BUDGET = {
     "q4_0": 1 / 8 + 2.0**-10,
     "q5_0": 1 / 16 + 2.0**-10,
     "q4_1": 1 / 15 + 2.0**-9,
+    "q5_1": 1 / 31 + 2.0**-9,
 }
 # fp16 scales below 2^-14 are subnormal: their rounding is absolute (2^-25 at most),
 # times a quant of up to 128 in size
@@ -107,7 +108,7 @@ def test_block_formats():
     assert FORMATS["q8_0"].type_size == 34 and FORMATS["q6_k"].type_size == 210
     expected_vec_dot = {
         "f32": "f32", "f16": "f16", "bf16": "bf16", "q8_0": "q8_0", "q4_0": "q8_0",
-        "q5_0": "q8_0", "q4_1": "q8_1", "q4_k": "q8_k", "q6_k": "q8_k",
+        "q5_0": "q8_0", "q4_1": "q8_1", "q5_1": "q8_1", "q4_k": "q8_k", "q6_k": "q8_k",
     }
     assert {f: FORMATS[f].vec_dot for f in WEIGHT_FORMATS} == expected_vec_dot
     assert format_of_ggml_type(Q.Q4_K.value) is FORMATS["q4_k"]
@@ -132,7 +133,8 @@ def test_dequantize_matches_gguf_on_real_tensors(fmt):
         assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32)), (model, name)
 
 
-@pytest.mark.parametrize("fmt, qtype", [("f16", Q.F16), ("bf16", Q.BF16), ("q4_0", Q.Q4_0)])
+@pytest.mark.parametrize("fmt, qtype", [("f16", Q.F16), ("bf16", Q.BF16), ("q4_0", Q.Q4_0),
+                                         ("q5_1", Q.Q5_1)])
 def test_dequantize_matches_gguf_on_synthetic_tensors(fmt, qtype):
     x = np.random.default_rng(1).standard_normal((16, 512)).astype(np.float32)
     raw = np.ascontiguousarray(gguf.quants.quantize(x, qtype)).view(np.uint8).reshape(16, -1)
@@ -156,7 +158,7 @@ def awkward_rows() -> np.ndarray:
 
 
 @pytest.mark.parametrize("fmt, qtype", [
-    ("q8_0", Q.Q8_0), ("q4_0", Q.Q4_0), ("q4_1", Q.Q4_1), ("q5_0", Q.Q5_0),
+    ("q8_0", Q.Q8_0), ("q4_0", Q.Q4_0), ("q4_1", Q.Q4_1), ("q5_0", Q.Q5_0), ("q5_1", Q.Q5_1),
     ("bf16", Q.BF16), ("f16", Q.F16),
 ])
 def test_quantize_matches_gguf(fmt, qtype):
