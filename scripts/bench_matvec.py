@@ -1,7 +1,7 @@
 """Benchmark the matvec kernels on real weight shapes: GB/s of weight bytes at 1 and 2 threads.
 
     .venv/bin/python scripts/bench_matvec.py [--reps 15] [--threads 1 2] [--tokens 1]
-        [--variants parallel reference_order_v1] [--cases lm_head q4_1 ...]
+        [--variants default one_row] [--cases lm_head q4_1 ...]
 
 Weights come from the two test models (SmolLM2-135M Q4_1/Q8_0, Gemma 3 270M Q4_K_M);
 formats absent from them (f32, f16, bf16, q4_0, and q8_0 at layer shapes) are made by
@@ -10,11 +10,11 @@ call time (the activations are a few KB); "roof" is the `read` bandwidth of
 `workbench.machine_bandwidth()` at the same thread count. Tensors that fit the L2/L3
 caches run faster than memory; the 262144-row Gemma lm_head (178 MB) does not fit.
 
-Several `--variants` (registry names: "parallel" the default, "row_groups" and
-"reference_order_v1" the two kernels it is chosen from, by CPU) run interleaved, call by call, so that
+Several `--variants` (registry names: "default" this CPU's choice, "one_row" the plain
+reference order, "row_groups" ...; `workbench inspect --kernels` lists them) run interleaved, call by call, so that
 drift on a busy machine hits them alike; each cell shows the median GB/s, the best, and
 the best as % of the roof, and a last column each other variant's median time over the
-first's (with `--variants parallel reference_order_v1`: the speedup of the default).
+first's (with `--variants default one_row`: the speedup of the default).
 With other processes on the machine, medians at 2 threads mostly measure the scheduler:
 compare several runs, and the best-of columns.
 """
@@ -35,7 +35,7 @@ from workbench.kernels.linear import linear
 from workbench.kernels.registry import variants
 from workbench.quant import dequantize_ref, quantize_ref
 
-REFERENCE = "reference_order_v1"
+REFERENCE = "one_row"
 
 
 def smollm2_path() -> str:
@@ -95,7 +95,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--variants", nargs="+", default=None,
-                    help=f"registry variants to compare, e.g. parallel {REFERENCE} (default: the default)")
+                    help=f"registry variants to compare, e.g. default {REFERENCE} (default: the default)")
     ap.add_argument("--tokens", type=int, default=1, help="T, tokens per call")
     ap.add_argument("--cases", nargs="*", default=[], help="only cases whose label contains one of these")
     args = ap.parse_args()

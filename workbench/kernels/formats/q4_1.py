@@ -82,7 +82,8 @@ def _one_row(out, w, x, i8, i32, f32):
 
 
 def _row_groups(out, w, x, i8, i32, f32):
-    # W (rows, nb*20) @ x (T, cols) -> out (T, rows), four rows per pass
+    # W (rows, nb*20) @ x (T, cols) -> out (T, rows), four rows per pass; tokens four at a
+    # time, so that each block's nibbles are unpacked once for four tokens (prefill)
     T, cols = x.shape
     nb, rb, last = cols // QK, w.shape[1], w.shape[0] - 1
     xq, xd, _ = q8_0_scratch(T, cols, i8, i32, f32)
@@ -91,7 +92,11 @@ def _row_groups(out, w, x, i8, i32, f32):
     for g in prange((last + ROWS) // ROWS):
         r0, r1, r2, r3 = group_rows(g, last)
         a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
-        for t in range(T):
+        t = 0
+        while t + 4 <= T:
+            _four_tokens(out, w, xq, xd, xs, t, r0, r1, r2, r3)
+            t += 4
+        for t in range(t, T):
             ab, cd = zeros_f32(), zeros_f32()
             m = zeros_f32x8()  # odd lanes: each row's sum of m_w * s_x, added in block order
             for k in range(nb):
@@ -104,6 +109,47 @@ def _row_groups(out, w, x, i8, i32, f32):
                 cd = fma_pair(cd, scd, dot4_pair_small(zeros_i32(), q4_pair(w, c + o + 4, d + o + 4), xq, xo))
             out[t, r0], out[t, r1] = hsum_lo(ab) + lane(m, 1), hsum_hi(ab) + lane(m, 3)
             out[t, r2], out[t, r3] = hsum_lo(cd) + lane(m, 5), hsum_hi(cd) + lane(m, 7)
+
+
+@njit_serial
+def _four_tokens(out, w, xq, xd, xs, t, r0, r1, r2, r3):
+    """Tokens t..t+3 of rows r0..r3: each token's arithmetic exactly the one-token path's."""
+    cols, rb = xq.shape[1], w.shape[1]
+    a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
+    ab0, cd0, ab1, cd1 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    ab2, cd2, ab3, cd3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    m0, m1, m2, m3 = zeros_f32x8(), zeros_f32x8(), zeros_f32x8(), zeros_f32x8()
+    for k in range(cols // QK):
+        o = k * BLOCK
+        prefetch_bytes(w, a + AHEAD + k * ROWS * BLOCK, ROWS * BLOCK)
+        qab, qcd = q4_pair(w, a + o + 4, b + o + 4), q4_pair(w, c + o + 4, d + o + 4)
+        xo = t * cols + k * QK
+        sab, scd, dm = scales_mins_quad(w, a + o, b + o, c + o, d + o, xd[t, k], xs[t, k])
+        m0 = vadd(m0, dm)
+        ab0 = fma_pair(ab0, sab, dot4_pair_small(zeros_i32(), qab, xq, xo))
+        cd0 = fma_pair(cd0, scd, dot4_pair_small(zeros_i32(), qcd, xq, xo))
+        sab, scd, dm = scales_mins_quad(w, a + o, b + o, c + o, d + o, xd[t + 1, k], xs[t + 1, k])
+        m1 = vadd(m1, dm)
+        ab1 = fma_pair(ab1, sab, dot4_pair_small(zeros_i32(), qab, xq, xo + cols))
+        cd1 = fma_pair(cd1, scd, dot4_pair_small(zeros_i32(), qcd, xq, xo + cols))
+        sab, scd, dm = scales_mins_quad(w, a + o, b + o, c + o, d + o, xd[t + 2, k], xs[t + 2, k])
+        m2 = vadd(m2, dm)
+        ab2 = fma_pair(ab2, sab, dot4_pair_small(zeros_i32(), qab, xq, xo + 2 * cols))
+        cd2 = fma_pair(cd2, scd, dot4_pair_small(zeros_i32(), qcd, xq, xo + 2 * cols))
+        sab, scd, dm = scales_mins_quad(w, a + o, b + o, c + o, d + o, xd[t + 3, k], xs[t + 3, k])
+        m3 = vadd(m3, dm)
+        ab3 = fma_pair(ab3, sab, dot4_pair_small(zeros_i32(), qab, xq, xo + 3 * cols))
+        cd3 = fma_pair(cd3, scd, dot4_pair_small(zeros_i32(), qcd, xq, xo + 3 * cols))
+    _store(out, t, r0, r1, r2, r3, ab0, cd0, m0)
+    _store(out, t + 1, r0, r1, r2, r3, ab1, cd1, m1)
+    _store(out, t + 2, r0, r1, r2, r3, ab2, cd2, m2)
+    _store(out, t + 3, r0, r1, r2, r3, ab3, cd3, m3)
+
+
+@njit_serial
+def _store(out, t, r0, r1, r2, r3, ab, cd, m):
+    out[t, r0], out[t, r1] = hsum_lo(ab) + lane(m, 1), hsum_hi(ab) + lane(m, 3)
+    out[t, r2], out[t, r3] = hsum_lo(cd) + lane(m, 5), hsum_hi(cd) + lane(m, 7)
 
 
 one_row, one_row_serial = njit_parallel(_one_row), njit_serial(_one_row)
