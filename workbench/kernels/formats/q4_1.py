@@ -89,14 +89,15 @@ def _row_groups(out, w, x, i8, i32, f32):
     xq, xd, _ = q8_0_scratch(T, cols, i8, i32, f32)
     xs = f32[T * nb : 2 * T * nb].reshape((T, nb))
     quantize_rows_q8_1(x, xq, xd, xs)
+    tiled = T - T % 4  # prefill: tokens four at a time, each block's weights loaded once for four
+    for g in prange((last + ROWS) // ROWS if tiled else 0):
+        r0, r1, r2, r3 = group_rows(g, last)
+        for t in range(0, tiled, 4):
+            _four_tokens(out, w, xq, xd, xs, t, r0, r1, r2, r3)
     for g in prange((last + ROWS) // ROWS):
         r0, r1, r2, r3 = group_rows(g, last)
         a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
-        t = 0
-        while t + 4 <= T:
-            _four_tokens(out, w, xq, xd, xs, t, r0, r1, r2, r3)
-            t += 4
-        for t in range(t, T):
+        for t in range(tiled, T):
             ab, cd = zeros_f32(), zeros_f32()
             m = zeros_f32x8()  # odd lanes: each row's sum of m_w * s_x, added in block order
             for k in range(nb):

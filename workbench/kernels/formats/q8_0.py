@@ -73,15 +73,22 @@ def _one_row(out, w, x, i8, i32, f32):
 
 
 def _row_groups(out, w, x, i8, i32, f32):
-    # W (rows, nb*34) @ x (T, cols) -> out (T, rows), four rows per pass
+    # W (rows, nb*34) @ x (T, cols) -> out (T, rows), four rows per pass; prefill tokens
+    # four at a time (each block's weights loaded once for four tokens, each token's
+    # arithmetic unchanged)
     T, cols = x.shape
     nb, rb, last = cols // QK, w.shape[1], w.shape[0] - 1
     xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
     quantize_rows_q8_0(x, xq, xd, xs)
+    tiled = T - T % 4  # prefill: tokens four at a time, each block's weights loaded once for four
+    for g in prange((last + ROWS) // ROWS if tiled else 0):
+        r0, r1, r2, r3 = group_rows(g, last)
+        for t in range(0, tiled, 4):
+            _signed_tokens(out, w, xq, xd, t, r0, r1, r2, r3)
     for g in prange((last + ROWS) // ROWS):
         r0, r1, r2, r3 = group_rows(g, last)
         a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
-        for t in range(T):
+        for t in range(tiled, T):  # decode, and the last tokens of a prefill
             ab, cd = zeros_f32(), zeros_f32()
             for k in range(nb):
                 o = k * BLOCK
@@ -95,6 +102,45 @@ def _row_groups(out, w, x, i8, i32, f32):
             out[t, r2], out[t, r3] = hsum_lo(cd), hsum_hi(cd)
 
 
+@njit_serial
+def _signed_tokens(out, w, xq, xd, t, r0, r1, r2, r3):
+    """Tokens t..t+3 of rows r0..r3 with the AVX2 sign-trick block dots."""
+    cols, rb = xq.shape[1], w.shape[1]
+    a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
+    ab0, cd0, ab1, cd1 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    ab2, cd2, ab3, cd3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    for k in range(cols // QK):
+        o = k * BLOCK
+        prefetch_bytes(w, a + AHEAD + k * ROWS * BLOCK, ROWS * BLOCK)
+        qab, qcd = q8_pair(w, a + o + 2, b + o + 2), q8_pair(w, c + o + 2, d + o + 2)
+        xo = t * cols + k * QK
+        sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t, k])
+        ab0 = fma_pair(ab0, sab, dot4_pair_signed(zeros_i32(), qab, xq, xo))
+        cd0 = fma_pair(cd0, scd, dot4_pair_signed(zeros_i32(), qcd, xq, xo))
+        sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t + 1, k])
+        ab1 = fma_pair(ab1, sab, dot4_pair_signed(zeros_i32(), qab, xq, xo + cols))
+        cd1 = fma_pair(cd1, scd, dot4_pair_signed(zeros_i32(), qcd, xq, xo + cols))
+        sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t + 2, k])
+        ab2 = fma_pair(ab2, sab, dot4_pair_signed(zeros_i32(), qab, xq, xo + 2 * cols))
+        cd2 = fma_pair(cd2, scd, dot4_pair_signed(zeros_i32(), qcd, xq, xo + 2 * cols))
+        sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t + 3, k])
+        ab3 = fma_pair(ab3, sab, dot4_pair_signed(zeros_i32(), qab, xq, xo + 3 * cols))
+        cd3 = fma_pair(cd3, scd, dot4_pair_signed(zeros_i32(), qcd, xq, xo + 3 * cols))
+    _store(out, t, r0, r1, r2, r3, ab0, cd0, ab1, cd1, ab2, cd2, ab3, cd3)
+
+
+@njit_serial
+def _store(out, t, r0, r1, r2, r3, ab0, cd0, ab1, cd1, ab2, cd2, ab3, cd3):
+    """Rows r0..r3 of tokens t..t+n-1 from their pair registers (each half a row's lanes)."""
+    out[t, r0], out[t, r1], out[t, r2], out[t, r3] = hsum_lo(ab0), hsum_hi(ab0), hsum_lo(cd0), hsum_hi(cd0)
+    out[t + 1, r0], out[t + 1, r1] = hsum_lo(ab1), hsum_hi(ab1)
+    out[t + 1, r2], out[t + 1, r3] = hsum_lo(cd1), hsum_hi(cd1)
+    out[t + 2, r0], out[t + 2, r1] = hsum_lo(ab2), hsum_hi(ab2)
+    out[t + 2, r2], out[t + 2, r3] = hsum_lo(cd2), hsum_hi(cd2)
+    out[t + 3, r0], out[t + 3, r1] = hsum_lo(ab3), hsum_hi(ab3)
+    out[t + 3, r2], out[t + 3, r3] = hsum_lo(cd3), hsum_hi(cd3)
+
+
 def _row_groups_vnni(out, w, x, i8, i32, f32):
     # as _row_groups, the block dots of weights biased +128 by `vpdpbusd`
     T, cols = x.shape
@@ -103,10 +149,15 @@ def _row_groups_vnni(out, w, x, i8, i32, f32):
     quantize_rows_q8_0(x, xq, xd, xs)
     xc = i32[T * nb : T * nb + T * cols // 4].reshape((T, cols // 4))
     sums_of_4(xq, -128, xc)  # q8_pair adds 128 to every weight
+    tiled = T - T % 4  # prefill: tokens four at a time, each block's weights loaded once for four
+    for g in prange((last + ROWS) // ROWS if tiled else 0):
+        r0, r1, r2, r3 = group_rows(g, last)
+        for t in range(0, tiled, 4):
+            _biased_tokens(out, w, xq, xd, xc, t, r0, r1, r2, r3)
     for g in prange((last + ROWS) // ROWS):
         r0, r1, r2, r3 = group_rows(g, last)
         a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
-        for t in range(T):
+        for t in range(tiled, T):  # decode, and the last tokens of a prefill
             ab, cd = zeros_f32(), zeros_f32()
             for k in range(nb):
                 o = k * BLOCK
@@ -119,6 +170,37 @@ def _row_groups_vnni(out, w, x, i8, i32, f32):
                 cd = fma_pair(cd, scd, dot4_pair(c0, qcd, xq, xo))
             out[t, r0], out[t, r1] = hsum_lo(ab), hsum_hi(ab)
             out[t, r2], out[t, r3] = hsum_lo(cd), hsum_hi(cd)
+
+
+@njit_serial
+def _biased_tokens(out, w, xq, xd, xc, t, r0, r1, r2, r3):
+    """Tokens t..t+3 of rows r0..r3, weights biased +128, dots from xc."""
+    cols, rb = xq.shape[1], w.shape[1]
+    a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
+    ab0, cd0, ab1, cd1 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    ab2, cd2, ab3, cd3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    for k in range(cols // QK):
+        o = k * BLOCK
+        prefetch_bytes(w, a + AHEAD + k * ROWS * BLOCK, ROWS * BLOCK)
+        qab, qcd = q8_pair(w, a + o + 2, b + o + 2), q8_pair(w, c + o + 2, d + o + 2)
+        xo = t * cols + k * QK
+        sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t, k])
+        c0 = load_i32x8_twice(xc, xo // 4)
+        ab0 = fma_pair(ab0, sab, dot4_pair(c0, qab, xq, xo))
+        cd0 = fma_pair(cd0, scd, dot4_pair(c0, qcd, xq, xo))
+        sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t + 1, k])
+        c0 = load_i32x8_twice(xc, (xo + cols) // 4)
+        ab1 = fma_pair(ab1, sab, dot4_pair(c0, qab, xq, xo + cols))
+        cd1 = fma_pair(cd1, scd, dot4_pair(c0, qcd, xq, xo + cols))
+        sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t + 2, k])
+        c0 = load_i32x8_twice(xc, (xo + 2 * cols) // 4)
+        ab2 = fma_pair(ab2, sab, dot4_pair(c0, qab, xq, xo + 2 * cols))
+        cd2 = fma_pair(cd2, scd, dot4_pair(c0, qcd, xq, xo + 2 * cols))
+        sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t + 3, k])
+        c0 = load_i32x8_twice(xc, (xo + 3 * cols) // 4)
+        ab3 = fma_pair(ab3, sab, dot4_pair(c0, qab, xq, xo + 3 * cols))
+        cd3 = fma_pair(cd3, scd, dot4_pair(c0, qcd, xq, xo + 3 * cols))
+    _store(out, t, r0, r1, r2, r3, ab0, cd0, ab1, cd1, ab2, cd2, ab3, cd3)
 
 
 one_row, one_row_serial = njit_parallel(_one_row), njit_serial(_one_row)
