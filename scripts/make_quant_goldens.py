@@ -243,7 +243,7 @@ def main() -> None:
         "script": "scripts/make_quant_goldens.py",
         "workbench_commit": workbench_commit(),
         "seed": SEED,
-        "date": datetime.datetime.now(datetime.timezone.utc).date().isoformat(),
+        "date": datetime.datetime.now(datetime.UTC).date().isoformat(),
     }
     x, what = input_rows()
     args.out_dir.mkdir(parents=True, exist_ok=True)
