@@ -54,6 +54,9 @@ goldens: peer
 	$(BIN)/python scripts/make_goldens.py --model smollm2-135m:q4_0
 	$(BIN)/python scripts/make_goldens.py --model smollm2-135m:q8_0
 	$(BIN)/python scripts/make_goldens.py --model gemma3-270m --out tests/golden/greedy_gemma3-270m.json --long --prompt-by-token
+	for q in smollm2-135m:Q5_1 smollm2-135m:IQ4_NL smollm2-135m:Q5_K_M gemma3-270m:Q5_K_M; do \
+		$(BIN)/python scripts/make_goldens.py --quantized $$q --prompt-by-token || exit 1; done
+	$(BIN)/python scripts/make_quant_goldens.py
 	$(BIN)/python scripts/make_tokenizer_golden.py
 
 # transformers references for the HF directories and the tiny GPT-2 (CPU torch lies on this disk)

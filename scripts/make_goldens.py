@@ -13,7 +13,12 @@ logits, which lets a test justify any divergence by the reference's own margin.
 A derived variant (`name:variant`, see `workbench.convert.variants()`) is made (or reused
 after verification) by `workbench.convert.derived`, and llama.cpp runs on that very file;
 the golden records its sha256, the converter version and the workbench commit, so that
-the test can insist on the same converted bytes.
+the test can insist on the same converted bytes. `--quantized MODEL:QTYPE` does the same
+for a shipped model that llama-quantize quantized from workbench's F32 conversion
+(`tests/_quantized.py`: smollm2-135m:Q5_1, gemma3-270m:Q5_K_M, ...); the golden records
+the llama-quantize type, the converter version and the llama.cpp commit beside the sha256.
+
+    python scripts/make_goldens.py --quantized smollm2-135m:IQ4_NL --prompt-by-token
 
 `--long` adds one prompt of more than 512 tokens (`long_cases`), so that a sliding
 attention window of 512 (Gemma 3) is exercised: a story of numbered facts that ends
@@ -31,6 +36,7 @@ import argparse
 import hashlib
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -121,8 +127,11 @@ def main() -> None:
     from workbench.formats.catalog import resolve
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m",
-                    help="catalog name, derived variant (smollm2-135m:q4_0) or GGUF path")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--model", default="smollm2-135m",
+                       help="catalog name, derived variant (smollm2-135m:q4_0) or GGUF path")
+    which.add_argument("--quantized", metavar="MODEL:QTYPE",
+                       help="a shipped model quantized by llama-quantize (tests/_quantized.py), e.g. smollm2-135m:Q5_1")
     ap.add_argument("--out", default=None)
     ap.add_argument("--steps", type=int, default=32)
     ap.add_argument("--threads", type=int, default=2)
@@ -134,8 +143,16 @@ def main() -> None:
 
     name, sep, variant = args.model.partition(":")
     is_variant = bool(sep) and not Path(args.model).exists()
-    path = derived(name, variant) if is_variant else resolve(args.model)
-    stem = f"{name}-{variant}" if is_variant else Path(args.model).stem
+    if args.quantized:
+        sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/ is not an installed package
+        from tests._quantized import make_quantized, recipe
+
+        name, _, qtype = args.quantized.partition(":")
+        path = make_quantized(name, qtype.upper())
+        stem = path.stem
+    else:
+        path = derived(name, variant) if is_variant else resolve(args.model)
+        stem = f"{name}-{variant}" if is_variant else Path(args.model).stem
     out = Path(args.out or f"tests/golden/greedy_{stem}.json")
     llm = llama_cpp.Llama(str(path), n_ctx=512, n_batch=512, n_threads=args.threads, logits_all=False,
                           verbose=False)
@@ -159,6 +176,11 @@ def main() -> None:
     if is_variant:
         golden["derived"] = f"{name}:{variant}"
         golden["converter_version"] = CONVERTER_VERSION
+    if args.quantized:
+        made = recipe(path)
+        golden["quantized"] = f"{made['model']}:{made['llama_quantize']}"
+        golden["converter_version"] = made["source"]["converter_version"]
+        golden["llama_quantize_commit"] = made["llama_cpp_commit"]
     if long_cases:
         golden["long_n_ctx"] = LONG_N_CTX
         golden["long_cases"] = long_cases

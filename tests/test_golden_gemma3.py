@@ -93,22 +93,7 @@ def test_long_prompt_detects_a_sliding_window_off_by_one(model, golden):
 
 @pytest.mark.slow
 def test_generate_reproduces_the_golden_continuations(model, golden):
-    # generate() prefills the prompt in one batch, which sums in another order than the
-    # golden's token-by-token prompt (batched f16 attention), so its logits drift by up to
-    # ~1 on this model: compare the greedy tokens up to the first step that llama.cpp
-    # itself decided by less than GENERATE_MARGIN
-    stop = set(model.tokenizer.stop_ids)
-    compared = 0
-    for case in golden["cases"]:
-        margins = [ref["logits"][0] - ref["logits"][1] for ref in case["top5"]]
-        expected = case["tokens"]
-        cut = next((i for i, t in enumerate(expected) if t in stop or margins[i] < GENERATE_MARGIN), len(expected))
-        if cut == 0:
-            continue
-        gen = model.generate(case["prompt"], max_tokens=cut)
-        assert gen.prompt_tokens == case["prompt_tokens"]
-        assert gen.tokens == expected[:cut], case["prompt"]
-        compared += cut
+    compared = _golden.generate_up_to_margin(model, golden["cases"], GENERATE_MARGIN)
     assert compared >= 50  # 60 tokens with this golden
 
 
