@@ -150,10 +150,14 @@ def _row_pairs(out, w, x, i8, i32, f32):
     nb, rb, last = cols // QK_K, w.shape[1], w.shape[0] - 1
     xq, xd, bsums = q8_k_scratch(T, cols, i8, i32, f32)
     quantize_rows_q8_k(x, xq, xd, bsums)
+    tiled = T - T % 4  # prefill: tokens four at a time, each super-block unpacked once for four
+    for g in prange((last + 2) // 2 if tiled else 0):
+        for t in range(0, tiled, 4):
+            _four_tokens(out, w, xq, xd, bsums, t, 2 * g, min(2 * g + 1, last))
     for g in prange((last + 2) // 2):
         r0, r1 = 2 * g, min(2 * g + 1, last)
         a, b = r0 * rb, r1 * rb
-        for t in range(T):
+        for t in range(tiled, T):  # decode, and the last tokens of a prefill
             acc = zeros_f32x4()  # [acc A, acc B, acc_min A, acc_min B]
             for k in range(nb):
                 o = k * 144
@@ -171,6 +175,40 @@ def _row_pairs(out, w, x, i8, i32, f32):
                 d = scales4(w, a + o, b + o, a + o + 2, b + o + 2, xd[t, k])  # d A, d B, dmin A, dmin B
                 acc = fma_row_sums(acc, p, mins, 0, d)
             out[t, r0], out[t, r1] = lane(acc, 0) - lane(acc, 2), lane(acc, 1) - lane(acc, 3)
+
+
+@njit_serial
+def _four_tokens(out, w, xq, xd, bsums, t, r0, r1):
+    """Tokens t..t+3 of rows r0, r1: each token's arithmetic exactly the one-token path's."""
+    cols, rb = xq.shape[1], w.shape[1]
+    a, b, nb16 = r0 * rb, r1 * rb, cols // 16
+    acc0, acc1, acc2, acc3 = zeros_f32x4(), zeros_f32x4(), zeros_f32x4(), zeros_f32x4()
+    for k in range(cols // QK_K):
+        o = k * 144
+        prefetch_bytes(w, a + AHEAD + k * 2 * 144, 2 * 144)
+        xo = t * cols + k * QK_K
+        s, mins = scales_mins_k4_pair(w, a + o + 4, b + o + 4)
+        p0, p1, p2, p3 = zeros_i32(), zeros_i32(), zeros_i32(), zeros_i32()
+        for i in range(4):
+            q = o + 16 + 32 * i
+            lo, hi = nibbles_pair(w, a + q, b + q, 0), nibbles_pair(w, a + q, b + q, 4)
+            s_lo, s_hi, x = pick_k4(s, 2 * i), pick_k4(s, 2 * i + 1), xo + 64 * i
+            p0 = dot_scaled_pair(dot_scaled_pair(p0, lo, xq, x, s_lo), hi, xq, x + 32, s_hi)
+            p1 = dot_scaled_pair(dot_scaled_pair(p1, lo, xq, x + cols, s_lo), hi, xq, x + cols + 32, s_hi)
+            p2 = dot_scaled_pair(dot_scaled_pair(p2, lo, xq, x + 2 * cols, s_lo), hi, xq, x + 2 * cols + 32, s_hi)
+            p3 = dot_scaled_pair(dot_scaled_pair(p3, lo, xq, x + 3 * cols, s_lo), hi, xq, x + 3 * cols + 32, s_hi)
+        acc0 = fma_row_sums(acc0, p0, mins_pair(mins, bsums, t * nb16 + k * 16), 0,
+                            scales4(w, a + o, b + o, a + o + 2, b + o + 2, xd[t, k]))
+        acc1 = fma_row_sums(acc1, p1, mins_pair(mins, bsums, (t + 1) * nb16 + k * 16), 0,
+                            scales4(w, a + o, b + o, a + o + 2, b + o + 2, xd[t + 1, k]))
+        acc2 = fma_row_sums(acc2, p2, mins_pair(mins, bsums, (t + 2) * nb16 + k * 16), 0,
+                            scales4(w, a + o, b + o, a + o + 2, b + o + 2, xd[t + 2, k]))
+        acc3 = fma_row_sums(acc3, p3, mins_pair(mins, bsums, (t + 3) * nb16 + k * 16), 0,
+                            scales4(w, a + o, b + o, a + o + 2, b + o + 2, xd[t + 3, k]))
+    out[t, r0], out[t, r1] = lane(acc0, 0) - lane(acc0, 2), lane(acc0, 1) - lane(acc0, 3)
+    out[t + 1, r0], out[t + 1, r1] = lane(acc1, 0) - lane(acc1, 2), lane(acc1, 1) - lane(acc1, 3)
+    out[t + 2, r0], out[t + 2, r1] = lane(acc2, 0) - lane(acc2, 2), lane(acc2, 1) - lane(acc2, 3)
+    out[t + 3, r0], out[t + 3, r1] = lane(acc3, 0) - lane(acc3, 2), lane(acc3, 1) - lane(acc3, 3)
 
 
 one_row, one_row_serial = njit_parallel(_one_row), njit_serial(_one_row)

@@ -124,10 +124,14 @@ def _row_pairs(out, w, x, i8, i32, f32):
     nb, rb, last = cols // QK_K, w.shape[1], w.shape[0] - 1
     xq, xd, bsums = q8_k_scratch(T, cols, i8, i32, f32)
     quantize_rows_q8_k(x, xq, xd, bsums)
+    tiled = T - T % 4  # prefill: tokens four at a time, each super-block unpacked once for four
+    for g in prange((last + 2) // 2 if tiled else 0):
+        for t in range(0, tiled, 4):
+            _four_tokens(out, w, xq, xd, bsums, t, 2 * g, min(2 * g + 1, last))
     for g in prange((last + 2) // 2):
         r0, r1 = 2 * g, min(2 * g + 1, last)
         a, b = r0 * rb, r1 * rb
-        for t in range(T):
+        for t in range(tiled, T):  # decode, and the last tokens of a prefill
             acc = zeros_f32()
             for k in range(nb):
                 o = k * 210
@@ -144,6 +148,42 @@ def _row_pairs(out, w, x, i8, i32, f32):
                 p = vsub(p, q6_offsets_pair(bsums, t * (cols // 16) + k * 16, w, a + o + 192, b + o + 192))
                 acc = fma_pair(acc, scales_pair(w, a + o + 208, b + o + 208, xd[t, k]), p)
             out[t, r0], out[t, r1] = hsum_lo(acc), hsum_hi(acc)
+
+
+@njit_serial
+def _four_tokens(out, w, xq, xd, bsums, t, r0, r1):
+    """Tokens t..t+3 of rows r0, r1: each token's arithmetic exactly the one-token path's."""
+    cols, rb = xq.shape[1], w.shape[1]
+    a, b, nb16 = r0 * rb, r1 * rb, cols // 16
+    acc0, acc1, acc2, acc3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    for k in range(cols // QK_K):
+        o = k * 210
+        prefetch_bytes(w, a + AHEAD + k * 2 * 210, 2 * 210)
+        xo = t * cols + k * QK_K
+        s = scales_q6_pair(w, a + o + 192, b + o + 192)
+        p0, p1, p2, p3 = zeros_i32(), zeros_i32(), zeros_i32(), zeros_i32()
+        for h in range(2):
+            for j in range(4):
+                lo = o + 64 * h + 32 * (j & 1)
+                hi = o + 128 + 32 * h
+                q = q6_pair(w, a + lo, b + lo, 4 * (j >> 1), a + hi, b + hi, 2 * j)
+                sc, x = pick_q6(s, 8 * h + 2 * j), xo + 128 * h + 32 * j
+                p0 = dot_scaled_pair(p0, q, xq, x, sc)
+                p1 = dot_scaled_pair(p1, q, xq, x + cols, sc)
+                p2 = dot_scaled_pair(p2, q, xq, x + 2 * cols, sc)
+                p3 = dot_scaled_pair(p3, q, xq, x + 3 * cols, sc)
+        p0 = vsub(p0, q6_offsets_pair(bsums, t * nb16 + k * 16, w, a + o + 192, b + o + 192))
+        p1 = vsub(p1, q6_offsets_pair(bsums, (t + 1) * nb16 + k * 16, w, a + o + 192, b + o + 192))
+        p2 = vsub(p2, q6_offsets_pair(bsums, (t + 2) * nb16 + k * 16, w, a + o + 192, b + o + 192))
+        p3 = vsub(p3, q6_offsets_pair(bsums, (t + 3) * nb16 + k * 16, w, a + o + 192, b + o + 192))
+        acc0 = fma_pair(acc0, scales_pair(w, a + o + 208, b + o + 208, xd[t, k]), p0)
+        acc1 = fma_pair(acc1, scales_pair(w, a + o + 208, b + o + 208, xd[t + 1, k]), p1)
+        acc2 = fma_pair(acc2, scales_pair(w, a + o + 208, b + o + 208, xd[t + 2, k]), p2)
+        acc3 = fma_pair(acc3, scales_pair(w, a + o + 208, b + o + 208, xd[t + 3, k]), p3)
+    out[t, r0], out[t, r1] = hsum_lo(acc0), hsum_hi(acc0)
+    out[t + 1, r0], out[t + 1, r1] = hsum_lo(acc1), hsum_hi(acc1)
+    out[t + 2, r0], out[t + 2, r1] = hsum_lo(acc2), hsum_hi(acc2)
+    out[t + 3, r0], out[t + 3, r1] = hsum_lo(acc3), hsum_hi(acc3)
 
 
 one_row, one_row_serial = njit_parallel(_one_row), njit_serial(_one_row)
