@@ -41,14 +41,14 @@ def group_starts(g, last, rb):
 
 
 @njit_serial
-def oct_groups(out, w, xq, xd, xs, g0, g1):
-    # rows 8 g0 .. 8 g1 - 1 of W (rows, nb*18) @ xq (T, cols) -> out (T, rows), every token
+def oct_groups(out, w, xq, xd, xs, g0, g1, t0):
+    # rows 8 g0 .. 8 g1 - 1 of W (rows, nb*18) @ xq (T, cols) -> out (T, rows), tokens t0..
     # block = f16 d, u8 nibbles[16], w = d * (q - 8)
     T, cols = xq.shape
     nb, rb, last = cols // QK, w.shape[1], w.shape[0] - 1
     for g in range(g0, g1):
         starts = group_starts(g, last, rb)
-        for t in range(T):
+        for t in range(t0, T):
             acc = zeros_f32x8()
             for k in range(nb):
                 o = k * BLOCK
@@ -65,19 +65,26 @@ def oct_groups(out, w, xq, xd, xs, g0, g1):
                 out[t, min(OCT_ROWS * g + OCT[i], last)] = lane(acc, i)
 
 
-def _matvec_q4_0_oct(out, w, x, i8, i32, f32):
-    # W (rows, nb*18) @ x (T, cols) -> out (T, rows); x quantized to q8_0 into the scratch.
+def _octets_from(out, w, xq, xd, xs, t0):
+    # W (rows, nb*18) @ xq (T, cols) -> out (T, rows) for tokens t0.., x already quantized.
     # The groups go in PARTS even runs, one `oct_groups` call each: a call per group
     # (numba does not inline it) cost ~13% at 576 columns, and `get_num_threads()` in a
     # kernel keeps numba from caching it
-    T, cols = x.shape
-    xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
-    quantize_rows_q8_0(x, xq, xd, xs)
     n = (w.shape[0] + OCT_ROWS - 1) // OCT_ROWS
     parts = min(n, PARTS)
     for p in prange(parts):
-        oct_groups(out, w, xq, xd, xs, p * n // parts, (p + 1) * n // parts)
+        oct_groups(out, w, xq, xd, xs, p * n // parts, (p + 1) * n // parts, t0)
 
 
+def _matvec_q4_0_oct(out, w, x, i8, i32, f32):
+    # W (rows, nb*18) @ x (T, cols) -> out (T, rows); x quantized to q8_0 into the scratch
+    T, cols = x.shape
+    xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
+    quantize_rows_q8_0(x, xq, xd, xs)
+    _octets_from(out, w, xq, xd, xs, 0)
+
+
+# `octets_from` for callers that quantized x themselves (q4_0's prefill tiles, then these)
+octets_from, octets_from_serial = njit_parallel(_octets_from), njit_serial(_octets_from)
 row_octets = njit_parallel(_matvec_q4_0_oct)
 row_octets_serial = njit_serial(_matvec_q4_0_oct)

@@ -6,7 +6,7 @@ from numba import types
 from numba.extending import intrinsic
 
 from workbench.kernels.isa.vectors import _concat, _const, _f32, _fma, _i8, _i16, _i32, _load, _splat, _vt, i32x16
-from workbench.kernels.isa.x86 import _dot4, f32x4
+from workbench.kernels.isa.x86 import _dot4, f32x4, u8x64
 
 # ---- row quads: four rows per 16-lane register -------------------------------------------
 # For q4_0, whose rows add one exact integer per block (llama.cpp's repacked gemv), the
@@ -37,6 +37,33 @@ def dot4_quad(typingctx, acc, w, oa, ob, oc, od, x, xo):
         xo16 = builder.add(xo_, ir.Constant(xo_.type, 16))
         return _dot4(builder, acc_, hi, _x_four(context, builder, sig.args[6], x_, xo16), small=True)
     return i32x16(i32x16, w, types.intp, types.intp, types.intp, types.intp, x, types.intp), codegen
+
+
+@intrinsic
+def nibbles_quad(typingctx, w, oa, ob, oc, od):
+    """The nibbles of rows A..D (16 bytes at byte offsets oa..od) as `dot4_quad` takes
+    them: (low nibbles, high nibbles), u8x64 each, row r in bytes 16r..16r+15; unpacked
+    once, for the dots of several tokens (`dot4_quad_nibbles`)."""
+    def codegen(context, builder, sig, args):
+        w_, oa_, ob_, oc_, od_ = args
+        ld = lambda o: _load(context, builder, sig.args[0], w_, o, _i8, 16)  # noqa: E731
+        n = _concat(builder, _concat(builder, ld(oa_), ld(ob_)), _concat(builder, ld(oc_), ld(od_)))
+        lo = builder.and_(n, _const(_i8, 64, 15))
+        hi = builder.lshr(builder.bitcast(n, _vt(_i16, 32)), _const(_i16, 32, 4))  # word shift: masked below
+        hi = builder.and_(builder.bitcast(hi, _vt(_i8, 64)), _const(_i8, 64, 15))
+        return context.make_tuple(builder, sig.return_type, [lo, hi])
+    return types.UniTuple(u8x64, 2)(w, types.intp, types.intp, types.intp, types.intp), codegen
+
+
+@intrinsic
+def dot4_quad_nibbles(typingctx, acc, lo, hi, x, xo):
+    """`dot4_quad` from `nibbles_quad`'s (lo, hi): the same exact partial sums."""
+    def codegen(context, builder, sig, args):
+        acc_, lo_, hi_, x_, xo_ = args
+        acc_ = _dot4(builder, acc_, lo_, _x_four(context, builder, sig.args[3], x_, xo_), small=True)
+        xo16 = builder.add(xo_, ir.Constant(xo_.type, 16))
+        return _dot4(builder, acc_, hi_, _x_four(context, builder, sig.args[3], x_, xo16), small=True)
+    return i32x16(i32x16, u8x64, u8x64, x, types.intp), codegen
 
 
 @intrinsic
