@@ -20,7 +20,8 @@ FLOAT_SPECIALS = {
     "f16": [list(int(v).to_bytes(2, "little")) for v in F16_SPECIALS],
     "bf16": [list(int(v).to_bytes(2, "little")) for v in (0x7F80, 0xFF80, 0x7FC0, 0x7F81)],
 }
-SCALES = {"q8_0": [0], "q4_0": [0], "q4_1": [0, 2], "q5_0": [0], "q5_1": [0, 2], "q4_k": [0, 2], "q6_k": [208]}
+SCALES = {"q8_0": [0], "q4_0": [0], "q4_1": [0, 2], "q5_0": [0], "q5_1": [0, 2], "q4_k": [0, 2], "q6_k": [208],
+          "iq4_nl": [0]}
 
 
 def reference_count(raw: np.ndarray, fmt: str) -> int:

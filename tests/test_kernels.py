@@ -3,7 +3,8 @@
 - activation quantization inside the kernels == quantize_activation_ref, bit for bit;
 - linear(W, x) == llama.cpp's own CPU kernels (libggml-cpu from llama-cpp-python, called
   through ctypes), bit for bit, for every format: the decode-path `vec_dot`, or the
-  repacked `gemv` llama.cpp runs for q4_0 / q4_K (skipped without llama-cpp-python);
+  repacked `gemv` llama.cpp runs for q4_0 / q4_K / iq4_nl (skipped without llama-cpp-python);
+- quantize_ref of iq4_nl == ggml's quantize_row_iq4_nl_ref (gguf-py has no quantizer for it);
 - linear(W, x) == dequantize_ref(W) @ dequantize_ref(quantized x) in float64 within
   KERNEL_TOL (float32 rounding only), and == W @ x within the budget that quantizing the
   activations as llama.cpp does allows (Q8_STEP_SLACK, f16 / bf16 ulps);
@@ -162,7 +163,7 @@ def test_linear_on_real_weights(fmt, model, name, rows, T):
 
 
 @pytest.mark.parametrize("T", [1, 4])
-@pytest.mark.parametrize("fmt", ["f32", "f16", "bf16", "q4_0", "q5_1"])
+@pytest.mark.parametrize("fmt", ["f32", "f16", "bf16", "q4_0", "q5_1", "iq4_nl"])
 def test_linear_on_requantized_weights(fmt, T):
     w = synthetic_weight(fmt)
     check_against_references(fmt, w, activations(T, 576))
@@ -309,7 +310,7 @@ from workbench.quant import FORMATS, dequantize_ref, quantize_activation_ref, qu
 rng = np.random.default_rng(0)
 dense = rng.standard_normal((8, 512)).astype(np.float32)
 gemma = GGUFFile.open(sys.argv[1])
-for fmt in ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q6_k"]:
+for fmt in ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q6_k", "iq4_nl"]:
     if fmt == "q4_k":
         w = gemma.raw("blk.0.attn_output.weight")[:8]
     elif fmt == "q6_k":
@@ -336,7 +337,7 @@ print("ok")
 # ---- bit for bit against llama.cpp's CPU backend ------------------------------------------
 
 GGML_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "q8_1": 9,
-             "q4_k": 12, "q6_k": 14, "q8_k": 15, "bf16": 30}
+             "q4_k": 12, "q6_k": 14, "q8_k": 15, "iq4_nl": 20, "bf16": 30}
 _FROM_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 _VEC_DOT = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
                             ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
@@ -387,16 +388,16 @@ def ggml_vec_dot(fmt: str, w: np.ndarray, x: np.ndarray) -> np.ndarray:
 
 
 def repack_x8(fmt: str, w: np.ndarray) -> np.ndarray:
-    """Rows in groups of 8 -> llama.cpp's block_q4_0x8 / block_q4_Kx8 (interleave 8), as its
-    CPU "repack" buffer does at load (make_block_q4_0x8 / make_block_q4_Kx8)."""
+    """Rows in groups of 8 -> llama.cpp's block_q4_0x8 / block_q4_Kx8 / block_iq4_nlx8
+    (interleave 8), as its CPU "repack" buffer does at load (make_block_*x8)."""
     f = FORMATS[fmt]
     rows, nb = w.shape[0], w.shape[1] // f.type_size
     blocks = np.ascontiguousarray(w).reshape(rows // 8, 8, nb, f.type_size).transpose(0, 2, 1, 3)
-    head = 2 if fmt == "q4_0" else 16  # bytes before the quants: d, or d, dmin, scales[12]
+    head = 2 if fmt in ("q4_0", "iq4_nl") else 16  # bytes before the quants: d, or d, dmin, scales[12]
     qs = blocks[..., head:].reshape(rows // 8, nb, 8, -1, 8).transpose(0, 1, 3, 2, 4)
     qs = qs.reshape(rows // 8, nb, -1)  # 8 bytes of row 0, 8 of row 1, ..., then the next 8
-    if fmt == "q4_0":
-        return np.concatenate([blocks[..., 0:2].reshape(rows // 8, nb, 16), qs ^ 0x88], axis=-1)
+    if fmt in ("q4_0", "iq4_nl"):  # q4_0's nibbles are stored xor 0x88 (signed), iq4_nl's as they are
+        return np.concatenate([blocks[..., 0:2].reshape(rows // 8, nb, 16), qs ^ (0x88 if fmt == "q4_0" else 0)], -1)
     d = blocks[..., 0:2].reshape(rows // 8, nb, 16)
     dmin = blocks[..., 2:4].reshape(rows // 8, nb, 16)
     sc = blocks[..., 4:16].astype(np.int32)  # (groups, nb, 8 rows, 12)
@@ -414,8 +415,9 @@ def repack_x8(fmt: str, w: np.ndarray) -> np.ndarray:
 
 
 def ggml_gemv(fmt: str, w: np.ndarray, x: np.ndarray) -> np.ndarray:
-    """out (T, rows) from llama.cpp's repacked ggml_gemv_<fmt>_8x8 (q4_0, q4_K)."""
-    name = {"q4_0": "ggml_gemv_q4_0_8x8_q8_0", "q4_k": "ggml_gemv_q4_K_8x8_q8_K"}[fmt]
+    """out (T, rows) from llama.cpp's repacked ggml_gemv_<fmt>_8x8 (q4_0, q4_K, iq4_nl)."""
+    name = {"q4_0": "ggml_gemv_q4_0_8x8_q8_0", "q4_k": "ggml_gemv_q4_K_8x8_q8_K",
+            "iq4_nl": "ggml_gemv_iq4_nl_8x8_q8_0"}[fmt]
     gemv = _GEMV(ctypes.cast(getattr(ggml_cpu(), name), ctypes.c_void_p).value)
     packed = np.ascontiguousarray(repack_x8(fmt, w))
     out = np.zeros((x.shape[0], w.shape[0]), np.float32)
@@ -433,6 +435,7 @@ LLAMA_CASES = [  # (format, weights) with the kernel llama.cpp runs on them at d
     ("q6_k", lambda: real_weight("gemma3", "blk.0.ffn_down.weight", 64)),
     ("q4_0", lambda: synthetic_weight("q4_0")[:64]),
     ("q5_1", lambda: synthetic_weight("q5_1")[:64]),  # no test model holds q5_1
+    ("iq4_nl", lambda: synthetic_weight("iq4_nl")[:64]),
     ("f32", lambda: synthetic_weight("f32")[:64]),
     ("f16", lambda: synthetic_weight("f16")[:64]),
     ("bf16", lambda: synthetic_weight("bf16")[:64]),
@@ -453,7 +456,7 @@ def test_linear_matches_llama_cpp_bit_for_bit(fmt, weights):
     w = weights()
     x = activations(2, dequantize_ref(fmt, w[:1]).shape[1], seed=5)
     ours = linear(np.empty((2, w.shape[0]), np.float32), w, x, fmt)
-    theirs = ggml_gemv(fmt, w, x) if fmt in ("q4_0", "q4_k") else ggml_vec_dot(fmt, w, x)
+    theirs = ggml_gemv(fmt, w, x) if fmt in ("q4_0", "q4_k", "iq4_nl") else ggml_vec_dot(fmt, w, x)
     if FORMATS[fmt].block_size == 1 and not ggml_cpu().ggml_cpu_has_avx512():
         # The float kernels sum in the order of llama.cpp's AVX-512 build (16-lane
         # accumulators); a build without AVX-512 (this CPU lacks it) sums in 8 lanes, so
@@ -465,6 +468,22 @@ def test_linear_matches_llama_cpp_bit_for_bit(fmt, weights):
         assert not np.array_equal(ours, np.zeros_like(ours))
         return
     assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32))
+
+
+def test_iq4_nl_quantizer_matches_llama_cpp():
+    """quantize_ref("iq4_nl") == ggml's quantize_row_iq4_nl_ref (one call over the whole
+    array, whose all-zero blocks keep the quants of the block before: never the first)."""
+    rng = np.random.default_rng(13)
+    x = (rng.standard_normal((64, 512)) * rng.uniform(1e-6, 50, (64, 1))).astype(np.float32)
+    x[3, 64:128] = 0  # two all-zero blocks
+    x[4, :32] = np.arange(32, dtype=np.float32) - 15.5
+    x[5, 32:64] = 3.0  # constant block
+    x[6, 35], x[6, 40] = 9.0, -9.0  # equal magnitudes: the first one's sign wins
+    x[7, :32] *= 1e-15  # below and around ggml's GROUP_MAX_EPS
+    theirs = np.zeros(x.size // 32 * 18, np.uint8)
+    ggml_cpu().quantize_row_iq4_nl_ref(ctypes.c_void_p(x.ctypes.data), ctypes.c_void_p(theirs.ctypes.data),
+                                       ctypes.c_int64(x.size))
+    assert np.array_equal(quantize_ref("iq4_nl", x), theirs.reshape(64, -1))
 
 
 def test_prepared_weight_equals_linear_and_still_validates():

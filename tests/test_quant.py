@@ -108,7 +108,7 @@ def test_block_formats():
     assert FORMATS["q8_0"].type_size == 34 and FORMATS["q6_k"].type_size == 210
     expected_vec_dot = {
         "f32": "f32", "f16": "f16", "bf16": "bf16", "q8_0": "q8_0", "q4_0": "q8_0",
-        "q5_0": "q8_0", "q4_1": "q8_1", "q5_1": "q8_1", "q4_k": "q8_k", "q6_k": "q8_k",
+        "q5_0": "q8_0", "q4_1": "q8_1", "q5_1": "q8_1", "q4_k": "q8_k", "q6_k": "q8_k", "iq4_nl": "q8_0",
     }
     assert {f: FORMATS[f].vec_dot for f in WEIGHT_FORMATS} == expected_vec_dot
     assert format_of_ggml_type(Q.Q4_K.value) is FORMATS["q4_k"]
@@ -140,6 +140,17 @@ def test_dequantize_matches_gguf_on_synthetic_tensors(fmt, qtype):
     raw = np.ascontiguousarray(gguf.quants.quantize(x, qtype)).view(np.uint8).reshape(16, -1)
     ours = dequantize_ref(fmt, raw)
     theirs = gguf.quants.dequantize(raw, qtype).reshape(ours.shape)
+    assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32))
+
+
+def test_dequantize_matches_gguf_on_random_blocks():
+    """IQ4_NL, which gguf-py can only dequantize: random quants, finite fp16 scales."""
+    rng = np.random.default_rng(2)
+    raw = rng.integers(0, 256, (16, 8, 18), dtype=np.uint8)
+    raw[..., :2] = rng.standard_normal((16, 8)).astype(np.float16).view(np.uint8).reshape(16, 8, 2)
+    raw = raw.reshape(16, -1)
+    ours = dequantize_ref("iq4_nl", raw)
+    theirs = gguf.quants.dequantize(raw, Q.IQ4_NL).reshape(ours.shape)
     assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32))
 
 
