@@ -24,12 +24,20 @@ forced quiet).
 """
 
 import numpy as np
-from numba import prange
+from numba import prange, types
+from numba.extending import intrinsic
 
 from workbench.kernels.formats.activations import round_rows_bf16, round_rows_f16
 from workbench.kernels.formats.base import SERIAL, Variant, WeightFormat
 from workbench.kernels.isa.vectors import (
     LANES,
+    _f16,
+    _f32,
+    _fma,
+    _i16,
+    _load,
+    _vt,
+    f32x16,
     dot2_bf16,
     fma_f16,
     fma_f32,
@@ -121,14 +129,86 @@ def get_rows_bf16(out, w, ids):
 STEP = 4 * LANES  # columns per chunk: four accumulators of 16 lanes
 
 
+@intrinsic
+def load_w(typingctx, w, wo, half):
+    """16 weights at byte offset wo of uint8 w as an f32x16: float32, or fp16 widened
+    (`half`: a literal bool); loaded once for the products of several tokens."""
+    def codegen(context, builder, sig, args):
+        w_, wo_, _ = args
+        if sig.args[2].literal_value:
+            h = _load(context, builder, sig.args[0], w_, wo_, _i16, LANES)
+            return builder.fpext(builder.bitcast(h, _vt(_f16)), _vt(_f32))
+        return _load(context, builder, sig.args[0], w_, wo_, _f32, LANES)
+    if not isinstance(half, types.BooleanLiteral):
+        return None
+    return f32x16(w, types.intp, half), codegen
+
+
+@intrinsic
+def load_x(typingctx, x, xo):
+    """16 float32 at flat element xo of x."""
+    def codegen(context, builder, sig, args):
+        return _load(context, builder, sig.args[0], args[0], args[1], _f32, LANES)
+    return f32x16(x, types.intp), codegen
+
+
+@intrinsic
+def fma_v(typingctx, acc, a, b):
+    """acc + a * b lane by lane, fused (`fma_f32` with both operands loaded)."""
+    def codegen(context, builder, sig, args):
+        return _fma(builder, args[1], args[2], args[0])
+    return f32x16(f32x16, f32x16, f32x16), codegen
+
+
+@njit_serial
+def _tile(ra, rb, x, t, half):
+    """Rows ra, rb (their bytes) x tokens t, t+1 over the 64-column chunks, each weight and
+    x vector loaded once for two products; each (row, token) keeps its four accumulators
+    exactly as the one-token path does. Returns the four sums (tails are the caller's)."""
+    cols = x.shape[1]
+    size = 2 if half else 4
+    body = cols - cols % STEP
+    a0, a1, a2, a3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()  # ra, t
+    b0, b1, b2, b3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()  # rb, t
+    c0, c1, c2, c3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()  # ra, t + 1
+    d0, d1, d2, d3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()  # rb, t + 1
+    x0, x1 = t * cols, (t + 1) * cols
+    for j in range(0, body, STEP):
+        u0, u1 = load_w(ra, size * j, half), load_w(ra, size * (j + LANES), half)
+        u2, u3 = load_w(ra, size * (j + 2 * LANES), half), load_w(ra, size * (j + 3 * LANES), half)
+        v0, v1 = load_w(rb, size * j, half), load_w(rb, size * (j + LANES), half)
+        v2, v3 = load_w(rb, size * (j + 2 * LANES), half), load_w(rb, size * (j + 3 * LANES), half)
+        y0, y1 = load_x(x, x0 + j), load_x(x, x0 + j + LANES)
+        y2, y3 = load_x(x, x0 + j + 2 * LANES), load_x(x, x0 + j + 3 * LANES)
+        a0, a1, a2, a3 = fma_v(a0, u0, y0), fma_v(a1, u1, y1), fma_v(a2, u2, y2), fma_v(a3, u3, y3)
+        b0, b1, b2, b3 = fma_v(b0, v0, y0), fma_v(b1, v1, y1), fma_v(b2, v2, y2), fma_v(b3, v3, y3)
+        y0, y1 = load_x(x, x1 + j), load_x(x, x1 + j + LANES)
+        y2, y3 = load_x(x, x1 + j + 2 * LANES), load_x(x, x1 + j + 3 * LANES)
+        c0, c1, c2, c3 = fma_v(c0, u0, y0), fma_v(c1, u1, y1), fma_v(c2, u2, y2), fma_v(c3, u3, y3)
+        d0, d1, d2, d3 = fma_v(d0, v0, y0), fma_v(d1, v1, y1), fma_v(d2, v2, y2), fma_v(d3, v3, y3)
+    return vsum4(a0, a1, a2, a3), vsum4(b0, b1, b2, b3), vsum4(c0, c1, c2, c3), vsum4(d0, d1, d2, d3)
+
+
 def _matvec_f32(out, w, x, i8, i32, f32):
     # (no scratch: x is used as it is)
     # W (rows, cols*4) @ x (T, cols) -> out (T, rows)
     T, cols = x.shape
     body = cols - cols % STEP
+    rows, tiled = w.shape[0] - w.shape[0] % 2, T - T % 2  # prefill: two rows x two tokens per pass
+    if tiled:
+        for g in prange(rows // 2):
+            ra, rb = w[2 * g], w[2 * g + 1]
+            for t in range(0, tiled, 2):
+                sums = _tile(ra, rb, x, t, False)
+                for i in range(4):
+                    row, tok = (ra, rb, ra, rb)[i], t + i // 2
+                    s = sums[i]
+                    for j in range(body, cols):
+                        s += load_f32(row, 4 * j) * x[tok, j]
+                    out[tok, 2 * g + i % 2] = s
     for r in prange(w.shape[0]):
         row = w[r]
-        for t in range(T):
+        for t in range(tiled if r < rows else 0, T):
             a0, a1, a2, a3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
             xo = t * cols
             for j in range(0, body, STEP):
@@ -148,9 +228,21 @@ def _matvec_f16(out, w, x, i8, i32, f32):
     xr = f32[: T * cols].reshape((T, cols))
     round_rows_f16(x, xr)
     body = cols - cols % STEP
+    rows, tiled = w.shape[0] - w.shape[0] % 2, T - T % 2  # prefill: two rows x two tokens per pass
+    if tiled:
+        for g in prange(rows // 2):
+            ra, rb = w[2 * g], w[2 * g + 1]
+            for t in range(0, tiled, 2):
+                sums = _tile(ra, rb, xr, t, True)
+                for i in range(4):
+                    row, tok = (ra, rb, ra, rb)[i], t + i // 2
+                    s = np.float64(sums[i])  # ggml sums the tail in double here
+                    for j in range(body, cols):
+                        s += np.float64(load_f16(row, 2 * j) * xr[tok, j])
+                    out[tok, 2 * g + i % 2] = np.float32(s)
     for r in prange(w.shape[0]):
         row = w[r]
-        for t in range(T):
+        for t in range(tiled if r < rows else 0, T):
             a0, a1, a2, a3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
             xo = t * cols
             for j in range(0, body, STEP):

@@ -90,10 +90,11 @@ def _row_groups(out, w, x, i8, i32, f32):
     xs = f32[T * nb : 2 * T * nb].reshape((T, nb))
     quantize_rows_q8_1(x, xq, xd, xs)
     tiled = T - T % 4  # prefill: tokens four at a time, each block's weights loaded once for four
-    for g in prange((last + ROWS) // ROWS if tiled else 0):
-        r0, r1, r2, r3 = group_rows(g, last)
-        for t in range(0, tiled, 4):
-            _four_tokens(out, w, xq, xd, xs, t, r0, r1, r2, r3)
+    if tiled:
+        for g in prange((last + ROWS) // ROWS):
+            r0, r1, r2, r3 = group_rows(g, last)
+            for t in range(0, tiled, 4):
+                _four_tokens(out, w, xq, xd, xs, t, r0, r1, r2, r3)
     for g in prange((last + ROWS) // ROWS):
         r0, r1, r2, r3 = group_rows(g, last)
         a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb

@@ -125,9 +125,10 @@ def _row_pairs(out, w, x, i8, i32, f32):
     xq, xd, bsums = q8_k_scratch(T, cols, i8, i32, f32)
     quantize_rows_q8_k(x, xq, xd, bsums)
     tiled = T - T % 4  # prefill: tokens four at a time, each super-block unpacked once for four
-    for g in prange((last + 2) // 2 if tiled else 0):
-        for t in range(0, tiled, 4):
-            _four_tokens(out, w, xq, xd, bsums, t, 2 * g, min(2 * g + 1, last))
+    if tiled:
+        for g in prange((last + 2) // 2):
+            for t in range(0, tiled, 4):
+                _four_tokens(out, w, xq, xd, bsums, t, 2 * g, min(2 * g + 1, last))
     for g in prange((last + 2) // 2):
         r0, r1 = 2 * g, min(2 * g + 1, last)
         a, b = r0 * rb, r1 * rb

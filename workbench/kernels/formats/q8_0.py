@@ -81,10 +81,11 @@ def _row_groups(out, w, x, i8, i32, f32):
     xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
     quantize_rows_q8_0(x, xq, xd, xs)
     tiled = T - T % 4  # prefill: tokens four at a time, each block's weights loaded once for four
-    for g in prange((last + ROWS) // ROWS if tiled else 0):
-        r0, r1, r2, r3 = group_rows(g, last)
-        for t in range(0, tiled, 4):
-            _signed_tokens(out, w, xq, xd, t, r0, r1, r2, r3)
+    if tiled:
+        for g in prange((last + ROWS) // ROWS):
+            r0, r1, r2, r3 = group_rows(g, last)
+            for t in range(0, tiled, 4):
+                _signed_tokens(out, w, xq, xd, t, r0, r1, r2, r3)
     for g in prange((last + ROWS) // ROWS):
         r0, r1, r2, r3 = group_rows(g, last)
         a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
@@ -150,10 +151,11 @@ def _row_groups_vnni(out, w, x, i8, i32, f32):
     xc = i32[T * nb : T * nb + T * cols // 4].reshape((T, cols // 4))
     sums_of_4(xq, -128, xc)  # q8_pair adds 128 to every weight
     tiled = T - T % 4  # prefill: tokens four at a time, each block's weights loaded once for four
-    for g in prange((last + ROWS) // ROWS if tiled else 0):
-        r0, r1, r2, r3 = group_rows(g, last)
-        for t in range(0, tiled, 4):
-            _biased_tokens(out, w, xq, xd, xc, t, r0, r1, r2, r3)
+    if tiled:
+        for g in prange((last + ROWS) // ROWS):
+            r0, r1, r2, r3 = group_rows(g, last)
+            for t in range(0, tiled, 4):
+                _biased_tokens(out, w, xq, xd, xc, t, r0, r1, r2, r3)
     for g in prange((last + ROWS) // ROWS):
         r0, r1, r2, r3 = group_rows(g, last)
         a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
