@@ -23,6 +23,7 @@ numpy's `astype(float16)`), bf16 as `ggml_compute_fp32_to_bf16` (nearest-even, N
 forced quiet).
 """
 
+import numba
 import numpy as np
 from numba import prange, types
 from numba.extending import intrinsic
@@ -158,6 +159,17 @@ def fma_v(typingctx, acc, a, b):
     def codegen(context, builder, sig, args):
         return _fma(builder, args[1], args[2], args[0])
     return f32x16(f32x16, f32x16, f32x16), codegen
+
+
+if numba.config.DISABLE_JIT:  # numpy twins, to step through the kernels as Python
+    def load_w(w, wo, half):
+        return w[wo : wo + (2 if half else 4) * LANES].view(np.float16 if half else np.float32).astype(np.float32)
+
+    def load_x(x, xo):
+        return x.reshape(-1)[xo : xo + LANES].astype(np.float32)
+
+    def fma_v(acc, a, b):
+        return (a.astype(np.float64) * b.astype(np.float64) + acc).astype(np.float32)
 
 
 @njit_serial

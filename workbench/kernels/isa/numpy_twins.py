@@ -272,6 +272,16 @@ def dot4_quad(acc, w, oa, ob, oc, od, x, xo):
     xv = _flat(x, xo, 32, _np.int64)
     return (acc + (q.reshape(4, 32) * xv).reshape(16, 8).sum(1)).astype(_np.int32)
 
+def nibbles_quad(w, oa, ob, oc, od):
+    q = _np.concatenate([_nib(w, o) for o in (oa, ob, oc, od)]).astype(_np.int64)
+    return q, q  # the twin of `dot4_quad_nibbles` reads the four rows' 32 values from the first
+
+
+def dot4_quad_nibbles(acc, lo, hi, x, xo):
+    xv = _flat(x, xo, 32, _np.int64)
+    return (acc + (lo.reshape(4, 32) * xv).reshape(16, 8).sum(1)).astype(_np.int32)
+
+
 def fma_quad_sums(acc, p, offset, s):
     return _fma(acc, s, p.astype(_np.int64).reshape(4, 4).sum(1) - offset)
 

@@ -83,5 +83,7 @@ def fma_quad_sums(typingctx, acc, p, offset, s):
 if numba.config.DISABLE_JIT:  # numpy twins of the same names, to step through kernels
     from workbench.kernels.isa.numpy_twins import (  # noqa: F401, F811, E402
         dot4_quad,
+        dot4_quad_nibbles,
         fma_quad_sums,
+        nibbles_quad,
     )
