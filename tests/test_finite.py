@@ -20,8 +20,8 @@ FLOAT_SPECIALS = {
     "f16": [list(int(v).to_bytes(2, "little")) for v in F16_SPECIALS],
     "bf16": [list(int(v).to_bytes(2, "little")) for v in (0x7F80, 0xFF80, 0x7FC0, 0x7F81)],
 }
-SCALES = {"q8_0": [0], "q4_0": [0], "q4_1": [0, 2], "q5_0": [0], "q5_1": [0, 2], "q4_k": [0, 2], "q6_k": [208],
-          "iq4_nl": [0]}
+SCALES = {"q8_0": [0], "q4_0": [0], "q4_1": [0, 2], "q5_0": [0], "q5_1": [0, 2], "q4_k": [0, 2], "q5_k": [0, 2],
+          "q6_k": [208], "iq4_nl": [0]}
 
 
 def reference_count(raw: np.ndarray, fmt: str) -> int:
@@ -35,10 +35,10 @@ def reference_count(raw: np.ndarray, fmt: str) -> int:
 
 def weights(fmt: str, rows: int, blocks_per_row: int, seed: int) -> np.ndarray:
     """Finite weights of format `fmt`: quantize_ref where it exists, else random block
-    bytes with finite f16 scales (q4_K / q6_K have no quantizer in workbench)."""
+    bytes with finite f16 scales (the k-quants have no quantizer in workbench)."""
     f = FORMATS[fmt]
     rng = np.random.default_rng(seed)
-    if fmt in ("q4_k", "q6_k"):
+    if f.quantize is None:
         raw = rng.integers(0, 256, (rows, blocks_per_row * f.type_size), np.uint8)
         blocks = raw.reshape(-1, f.type_size)
         for off in SCALES[fmt]:

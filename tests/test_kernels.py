@@ -84,6 +84,22 @@ def synthetic_weight(fmt: str, cols: int = 576) -> np.ndarray:
     return w
 
 
+@lru_cache(maxsize=None)
+def random_blocks(fmt: str, rows: int, cols: int, seed: int = 3) -> np.ndarray:
+    """Random block bytes (every quant, scale and min value) with finite fp16 scales of a
+    real model's size, for a format workbench cannot quantize and the test models lack
+    (q5_K): its kernels are exact integer sums and fixed float steps whatever the bytes."""
+    f = FORMATS[fmt]
+    rng = np.random.default_rng(seed)
+    w = rng.integers(0, 256, (rows, cols // f.block_size, f.type_size), dtype=np.uint8)
+    for o in f.scale_fields:
+        d = (rng.standard_normal(w.shape[:2]) * 2e-3).astype(np.float16)
+        w[..., o : o + 2] = d.view(np.uint8).reshape(*w.shape[:2], 2)
+    w = w.reshape(rows, -1)
+    w.flags.writeable = False
+    return w
+
+
 def activations(T: int, cols: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((T, cols)).astype(np.float32)
@@ -169,6 +185,11 @@ def test_linear_on_requantized_weights(fmt, T):
     check_against_references(fmt, w, activations(T, 576))
 
 
+@pytest.mark.parametrize("T", [1, 3])
+def test_linear_on_random_q5_k_blocks(T):
+    check_against_references("q5_k", random_blocks("q5_k", 200, 1024), activations(T, 1024))
+
+
 @pytest.mark.parametrize("fmt", ["f32", "f16", "bf16"])
 def test_float_formats_take_any_width(fmt):
     w = synthetic_weight(fmt, cols=1000)  # 62 lanes of 16 and a tail of 8
@@ -179,6 +200,8 @@ def weight_for(fmt: str) -> np.ndarray:
     for case_fmt, model, name, rows in REAL_CASES:
         if case_fmt == fmt:
             return real_weight(model, name, rows or 512)
+    if FORMATS[fmt].quantize is None:  # no quantizer in workbench, no tensor in the test models
+        return random_blocks(fmt, 512, 1024)
     return synthetic_weight(fmt)
 
 
@@ -310,8 +333,12 @@ from workbench.quant import FORMATS, dequantize_ref, quantize_activation_ref, qu
 rng = np.random.default_rng(0)
 dense = rng.standard_normal((8, 512)).astype(np.float32)
 gemma = GGUFFile.open(sys.argv[1])
-for fmt in ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q6_k", "iq4_nl"]:
-    if fmt == "q4_k":
+for fmt in ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "iq4_nl"]:
+    if fmt == "q5_k":  # random blocks, d and dmin 0.01 (workbench has no q5_K quantizer)
+        w = rng.integers(0, 256, (8, 2, 176), np.uint8)
+        w[..., 0:4] = np.full((8, 2, 2), 0.01, np.float16).view(np.uint8)
+        w = w.reshape(8, -1)
+    elif fmt == "q4_k":
         w = gemma.raw("blk.0.attn_output.weight")[:8]
     elif fmt == "q6_k":
         w = gemma.raw("blk.0.ffn_down.weight")[:8]
@@ -337,7 +364,7 @@ print("ok")
 # ---- bit for bit against llama.cpp's CPU backend ------------------------------------------
 
 GGML_TYPE = {"f32": 0, "f16": 1, "q4_0": 2, "q4_1": 3, "q5_0": 6, "q5_1": 7, "q8_0": 8, "q8_1": 9,
-             "q4_k": 12, "q6_k": 14, "q8_k": 15, "iq4_nl": 20, "bf16": 30}
+             "q4_k": 12, "q5_k": 13, "q6_k": 14, "q8_k": 15, "iq4_nl": 20, "bf16": 30}
 _FROM_FLOAT = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)
 _VEC_DOT = ctypes.CFUNCTYPE(None, ctypes.c_int, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p,
                             ctypes.c_size_t, ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
@@ -432,6 +459,7 @@ LLAMA_CASES = [  # (format, weights) with the kernel llama.cpp runs on them at d
     ("q4_1", lambda: real_weight("smollm2", "blk.0.attn_q.weight", 64)),
     ("q5_0", lambda: real_weight("gemma3", "blk.0.attn_q.weight", 64)),
     ("q4_k", lambda: real_weight("gemma3", "blk.0.attn_output.weight", 64)),
+    ("q5_k", lambda: random_blocks("q5_k", 64, 2048)),  # x86 has no repacked q5_K gemv
     ("q6_k", lambda: real_weight("gemma3", "blk.0.ffn_down.weight", 64)),
     ("q4_0", lambda: synthetic_weight("q4_0")[:64]),
     ("q5_1", lambda: synthetic_weight("q5_1")[:64]),  # no test model holds q5_1

@@ -108,7 +108,8 @@ def test_block_formats():
     assert FORMATS["q8_0"].type_size == 34 and FORMATS["q6_k"].type_size == 210
     expected_vec_dot = {
         "f32": "f32", "f16": "f16", "bf16": "bf16", "q8_0": "q8_0", "q4_0": "q8_0",
-        "q5_0": "q8_0", "q4_1": "q8_1", "q5_1": "q8_1", "q4_k": "q8_k", "q6_k": "q8_k", "iq4_nl": "q8_0",
+        "q5_0": "q8_0", "q4_1": "q8_1", "q5_1": "q8_1", "q4_k": "q8_k", "q5_k": "q8_k", "q6_k": "q8_k",
+        "iq4_nl": "q8_0",
     }
     assert {f: FORMATS[f].vec_dot for f in WEIGHT_FORMATS} == expected_vec_dot
     assert format_of_ggml_type(Q.Q4_K.value) is FORMATS["q4_k"]
@@ -143,7 +144,20 @@ def test_dequantize_matches_gguf_on_synthetic_tensors(fmt, qtype):
     assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32))
 
 
-def test_dequantize_matches_gguf_on_random_blocks():
+@pytest.mark.parametrize("fmt, qtype", [("q4_k", Q.Q4_K), ("q5_k", Q.Q5_K), ("q6_k", Q.Q6_K)])
+def test_dequantize_matches_gguf_on_random_blocks(fmt, qtype):
+    """Every quant, scale and min value (q5_K has no tensor in the test models)."""
+    f = FORMATS[fmt]
+    rng = np.random.default_rng(2)
+    raw = rng.integers(0, 256, (64, f.type_size), np.uint8)
+    for o in f.scale_fields:
+        raw[:, o : o + 2] = rng.standard_normal((64, 1)).astype(np.float16).view(np.uint8)
+    ours = dequantize_ref(fmt, raw)
+    theirs = gguf.quants.dequantize(raw, qtype).reshape(ours.shape)
+    assert np.array_equal(ours.view(np.uint32), theirs.view(np.uint32))
+
+
+def test_iq4_nl_dequantize_matches_gguf_on_random_blocks():
     """IQ4_NL, which gguf-py can only dequantize: random quants, finite fp16 scales."""
     rng = np.random.default_rng(2)
     raw = rng.integers(0, 256, (16, 8, 18), dtype=np.uint8)

@@ -15,14 +15,14 @@ line to each of the two chains below.
 
 from workbench.errors import UnsupportedError
 from workbench.formats.ggml_types import GGML_TYPES, ggml_type
-from workbench.kernels.formats import activations, floats, iq4_nl, q4_0, q4_1, q4_k, q5_0, q5_1, q6_k, q8_0
+from workbench.kernels.formats import activations, floats, iq4_nl, q4_0, q4_1, q4_k, q5_0, q5_1, q5_k, q6_k, q8_0
 from workbench.kernels.formats.base import WeightFormat
 from workbench.kernels.jit import njit_serial
 
 _ROWS = (
     floats.F32, floats.F16, floats.BF16,
     q8_0.FORMAT, q4_0.FORMAT, q4_1.FORMAT, q5_0.FORMAT, q5_1.FORMAT,
-    q4_k.FORMAT, q6_k.FORMAT, iq4_nl.FORMAT,
+    q4_k.FORMAT, q5_k.FORMAT, q6_k.FORMAT, iq4_nl.FORMAT,
     activations.Q8_1, activations.Q8_K,
 )
 
@@ -72,6 +72,8 @@ def matvec_into(code, out, w, x, i8, i32, f32):
         q5_1.matvec_into(variant, out, w, x, i8, i32, f32)
     elif t == q4_k.GGML_TYPE:
         q4_k.matvec_into(variant, out, w, x, i8, i32, f32)
+    elif t == q5_k.GGML_TYPE:
+        q5_k.matvec_into(variant, out, w, x, i8, i32, f32)
     elif t == q6_k.GGML_TYPE:
         q6_k.matvec_into(variant, out, w, x, i8, i32, f32)
     elif t == iq4_nl.GGML_TYPE:
@@ -99,6 +101,8 @@ def get_rows_into(t, out, w, ids):
         q5_1.get_rows(out, w, ids)
     elif t == q4_k.GGML_TYPE:
         q4_k.get_rows(out, w, ids)
+    elif t == q5_k.GGML_TYPE:
+        q5_k.get_rows(out, w, ids)
     elif t == q6_k.GGML_TYPE:
         q6_k.get_rows(out, w, ids)
     elif t == iq4_nl.GGML_TYPE:
