@@ -10,7 +10,10 @@ the sources. So compiled code goes to a per-user directory whose name is a key:
 where the hash covers the source of every module that holds compiled functions
 (`kernels/`, `nn/`, `models/`), workbench's and numba's versions and the CPU's name and
 features: an edit, an upgrade or another CPU gets a fresh directory, never stale code.
-`NUMBA_CACHE_DIR`, when the user sets it, wins. `configure()` runs once, from
+`NUMBA_CACHE_DIR`, when the user sets it, takes the place of `<workbench cache>/numba`,
+and the key's directory goes inside it: numba's own invalidation, by file, would let a
+cached step keep calling a kernel whose file changed (seen: a format added to the table,
+a step compiled before it ran the f32 kernel on its bytes and gave zero logits). `configure()` runs once, from
 `kernels.jit`, before the first compiled function is defined (numba picks a function's
 cache directory when it is decorated). An unwritable cache falls back to a directory
 under the system's temporary directory.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -33,6 +37,8 @@ _USER_SET = "NUMBA_CACHE_DIR" in os.environ  # the user's own choice, read once 
 
 
 def _root() -> Path:
+    if _USER_SET:
+        return Path(os.environ["NUMBA_CACHE_DIR"])
     from workbench.formats.catalog import cache_dir
 
     return cache_dir() / "numba"
@@ -56,6 +62,16 @@ def key() -> str:
     return f"{__version__}-numba{numba.__version__}-{cpu_name()}-{h.hexdigest()[:12]}"
 
 
+_KEY = re.compile(r"^.+-numba[0-9.]+-.+-[0-9a-f]{12}$")  # a `key()`: only these are ever cleared
+
+
+def _keys_beside(here: Path) -> list[Path]:
+    """The other workbench key directories beside `here` (a user's NUMBA_CACHE_DIR may
+    hold other projects' caches: those are never listed or removed)."""
+    root = here.parent
+    return sorted(p for p in root.iterdir() if p.is_dir() and p != here and _KEY.match(p.name)) if root.is_dir() else []
+
+
 def _writable(path: Path) -> bool:
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -66,10 +82,7 @@ def _writable(path: Path) -> bool:
 
 
 def configure() -> Path:
-    """Point numba's cache at this key's directory (unless NUMBA_CACHE_DIR was set) and
-    return where compiled code goes."""
-    if _USER_SET:
-        return Path(os.environ["NUMBA_CACHE_DIR"])
+    """Point numba's cache at this key's directory and return where compiled code goes."""
     path = _root() / key()
     if not _writable(path):
         path = Path(tempfile.gettempdir()) / f"workbench-numba-{os.getuid()}" / key()
@@ -95,8 +108,7 @@ def info() -> dict:
     """This process's directory, its files and bytes, and the other keys beside it."""
     here = directory()
     files = [p for p in here.rglob("*") if p.is_file()] if here.is_dir() else []
-    root = here.parent
-    others = sorted(p.name for p in root.iterdir() if p.is_dir() and p != here) if root.is_dir() and not _USER_SET else []
+    others = [p.name for p in _keys_beside(here)]
     return {"directory": str(here), "key": here.name, "user_set": _USER_SET,
             "index_files": sum(p.suffix == ".nbi" for p in files), "data_files": sum(p.suffix == ".nbc" for p in files),
             "bytes": sum(p.stat().st_size for p in files), "other_keys": others}
@@ -104,10 +116,9 @@ def info() -> dict:
 
 def clear(everything: bool = False) -> list[str]:
     """Remove the directories of other keys (stale: other versions, sources or CPUs),
-    and this one's too when `everything`; the paths removed. A user-set NUMBA_CACHE_DIR
-    is emptied only when `everything`."""
+    and this one's too when `everything`; the paths removed."""
     here = directory()
-    targets = [] if _USER_SET else [p for p in here.parent.iterdir() if p.is_dir() and p != here]
+    targets = _keys_beside(here)
     if everything:
         targets.append(here)
     removed = []
