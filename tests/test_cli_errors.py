@@ -24,8 +24,8 @@ def _tiny_llama_gguf(path, arch="llama", embd_type=GGMLQuantizationType.F32):
     w.add_vocab_size(8)
     if embd_type == GGMLQuantizationType.F32:
         w.add_tensor("token_embd.weight", np.zeros((8, 32), np.float32))
-    else:  # IQ4_NL: 32-element blocks of 18 bytes, which workbench does not implement
-        w.add_tensor("token_embd.weight", np.zeros((8, 18), np.uint8), raw_dtype=embd_type)
+    else:  # MXFP4: 32-element blocks of 17 bytes, which workbench does not implement
+        w.add_tensor("token_embd.weight", np.zeros((8, 17), np.uint8), raw_dtype=embd_type)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -65,9 +65,9 @@ def test_truncated_gguf(tmp_path, capsys):
 
 
 def test_unsupported_tensor_type(tmp_path, capsys):
-    path = _tiny_llama_gguf(tmp_path / "iq4.gguf", embd_type=GGMLQuantizationType.IQ4_NL)
+    path = _tiny_llama_gguf(tmp_path / "mxfp4.gguf", embd_type=GGMLQuantizationType.MXFP4)
     code, err = _run(capsys, "generate", str(path), "--prompt", "hi")
-    assert code == 2 and "token_embd.weight" in err and "IQ4_NL" in err
+    assert code == 2 and "token_embd.weight" in err and "MXFP4" in err
 
 
 def test_unsupported_architecture(tmp_path, capsys):
