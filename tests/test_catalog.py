@@ -88,6 +88,7 @@ def test_cache_dir(monkeypatch, tmp_path):
     monkeypatch.setenv("WORKBENCH_CACHE", str(tmp_path))
     assert cat.cache_dir() == tmp_path
     monkeypatch.delenv("WORKBENCH_CACHE")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
     assert cat.cache_dir().parts[-2:] == (".cache", "workbench")
 
 

@@ -15,8 +15,8 @@ BASE = {"errors"}
 ALLOWED = {
     "trace": {"trace"},  # a leaf: not even errors
     "formats": {"formats"},
-    "quant": {"quant", "formats"},
-    "kernels": {"kernels", "quant", "formats"},
+    "kernels": {"kernels", "formats"},  # each weight format's layout, codec and kernels live here
+    "quant": {"quant", "kernels", "formats"},  # the reference codecs' face, over the table of formats
     "nn": {"nn", "kernels", "quant", "formats", "trace"},
     "models": {"models", "nn", "kernels", "quant", "formats", "trace"},
     "engine": {"engine", "models", "nn", "kernels", "quant", "formats", "trace"},

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from workbench.errors import UnsupportedError
 from workbench.formats.gguf import GGUFFile, TensorInfo
-from workbench.kernels.table import format_named
+from workbench.quant import format_named
 from workbench.quant.reference import dequantize_ref, quantize_ref
 
 # llama_ftype of a file whose weights are mostly `fmt` (llama.h)
