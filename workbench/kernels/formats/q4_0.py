@@ -199,10 +199,10 @@ FORMAT = WeightFormat(
         Variant("row_octets", row_octets, row_octets_serial,
                 "eight rows, one int32 lane each (AVX2 vphaddw / vpmaddwd); prefill as row_groups"),
     ),
-    # with 512-bit VNNI the row groups' block dots are single instructions; with AVX2 only
-    # the octets are 1.4-1.7x the row groups (AMD EPYC); without AVX2, one row per pass
-    # decode on an AMD EPYC Zen 4 (AVX-512 VNNI), 1 thread: the octets 25% faster than the row
-    # groups (4096 x 4096: 0.42 against 0.53 ms; 49152 x 576: 0.72 against 0.91 ms); on an
-    # AVX2-only EPYC 1.4-1.7x. Not measured on Intel's AVX-512 this time
-    prefer=(("row_octets", ("avx2",)),),
+    # without AVX2, one row per pass. AMD EPYC Zen 4 (AVX-512 VNNI), decode tok/s of the TinyLlama Q4_0 twin (DRAM-bound),
+    # interleaved in one process: row groups 24.5 / 41.3 at 1 / 2 threads, octets 17.4 / 30.1
+    # (the octets read eight row streams; in the caches they are 25% faster, 4096 x 4096:
+    # 0.42 against 0.53 ms, and SmolLM2 Q4_0 decodes alike with both, 161.5 / 162.1).
+    # With AVX2 only (an earlier AMD EPYC) the octets were 1.4-1.7x the row groups.
+    prefer=(("row_groups", ("avx512vnni", "avx512bw", "avx512vl")), ("row_octets", ("avx2",))),
 )
