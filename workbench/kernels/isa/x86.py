@@ -3,6 +3,8 @@ that lower to them (`vpdpbusd` with 512-bit VNNI, `vpmaddubsw` + `vpmaddwd` with
 widening arithmetic elsewhere): the same integers on every CPU, so a kernel built on
 them is one kernel whose instructions differ by machine, never its results."""
 
+import functools
+
 import llvmlite.binding as _llvm
 import numba
 from llvmlite import ir
@@ -33,9 +35,12 @@ f32x8 = _Vector("f32x8", _f32, 8)
 f32x4 = _Vector("f32x4", _f32, 4)
 
 
+@functools.cache
 def cpu_features() -> frozenset[str]:
     """The features (LLVM names) of the CPU numba compiles for: those of
-    NUMBA_CPU_FEATURES when set (as numba's codegen decides), else the host's."""
+    NUMBA_CPU_FEATURES when set (as numba's codegen decides), else the host's. Read once:
+    numba fixes its target when it starts, and every intrinsic's codegen and every kernel
+    code asks."""
     if numba.config.CPU_FEATURES is not None:
         return frozenset(f[1:] for f in numba.config.CPU_FEATURES.split(",") if f.startswith("+"))
     if numba.config.CPU_NAME is not None:  # a named CPU without its features: assume none (portable code)
