@@ -27,8 +27,9 @@ from numba import prange
 
 from workbench.kernels.fpmath import expf_ggml, reduce16
 from workbench.kernels.half import f32_to_f16_bits
+from workbench.kernels.isa.x86 import max_f32
 from workbench.kernels.jit import njit_parallel, njit_serial
-from workbench.kernels.isa.vectors import fma_f16, vsum, vsum4, zeros_f32
+from workbench.kernels.isa.vectors import fma_f16, round_f16, store_vsums4, vsum, vsum4, zeros_f32
 
 CHUNK = 64  # vec_dot_f16's step: n_pos is a multiple of it
 
@@ -84,6 +85,8 @@ def _scores(p, q, keys, start, n_keys, scale, batched, f16):
     for d in range(hd):
         q16[d] = f16[f32_to_f16_bits(qbits[d])]
     tail = hd - hd % 16 if batched else hd - hd % CHUNK
+    if batched and tail == hd:  # four keys per pass; the rest below
+        start = _four_keys(p, q16, keys, start, n_keys, scale)
     for j in range(start, n_keys):
         key = keys[j]
         s = _dot_f16(key, q16, tail, batched)
@@ -96,32 +99,65 @@ def _scores(p, q, keys, start, n_keys, scale, batched, f16):
 def _softmax(p, start, n_keys, batched, f16):
     # p[start:n_keys] -> half(softmax), zeros around it up to whole chunks; returns the
     # span [first, hi) that the p.v product reads
-    best = -np.inf
-    for j in range(start, n_keys):
-        best = max(best, p[j])
+    best = max_f32(p, start, n_keys)
     lo = start - start % 16
     hi = n_keys + (-n_keys) % CHUNK
     first = lo if batched else lo - lo % CHUNK  # p.v starts at the first chunk with a key
     p[first:start] = 0.0
     p[n_keys:hi] = 0.0
     # sums of 16-key chunks counted from cache cell 0, as ggml's kq rows are
+    e = p[start:n_keys]  # (loops from 0 over a slice vectorize: no call, no gather)
+    for i in range(e.size):
+        e[i] = expf_ggml(e[i] - best)
     total = 0.0
     for c0 in range(lo, n_keys, 16):
-        for j in range(max(c0, start), min(c0 + 16, n_keys)):
-            p[j] = expf_ggml(p[j] - best)
         total += np.float64(reduce16(p[c0 : c0 + 16]))
     inv = np.float32(1.0 / total)
-    pbits = p.view(np.uint32)
-    for j in range(start, n_keys):
-        p[j] = p[j] * inv
-        p[j] = f16[f32_to_f16_bits(pbits[j])]
+    for i in range(e.size):
+        e[i] = round_f16(e[i] * inv)
     return first, hi
+
+
+@njit_serial
+def _four_keys(p, q16, keys, start, n_keys, scale):
+    """Scores of keys start.. four at a time in tinyBLAS's order (each key one 16-lane
+    chain, summed by `vsum`): the four chains are independent, so they overlap instead of
+    waiting on one another's latency, and their sums share shuffles. Returns the first
+    key left over (fewer than four)."""
+    hd = q16.shape[0]
+    j = start
+    while j + 4 <= n_keys:
+        a0, a1, a2, a3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+        o = j * hd
+        for c in range(0, hd, 16):
+            a0 = fma_f16(a0, keys, o + c, q16, c)
+            a1 = fma_f16(a1, keys, o + hd + c, q16, c)
+            a2 = fma_f16(a2, keys, o + 2 * hd + c, q16, c)
+            a3 = fma_f16(a3, keys, o + 3 * hd + c, q16, c)
+        store_vsums4(p, j, a0, a1, a2, a3)
+        for k in range(j, j + 4):
+            p[k] = p[k] * scale
+        j += 4
+    return j
 
 
 @njit_serial
 def _weighted_values(out, p, values, first, hi, batched):
     # out[d] = p . V^T[d] over [first, hi); values (hd, n_pos) half bits
-    for d in range(out.shape[0]):
+    hd, n_pos = values.shape
+    d0 = 0
+    if batched:  # four rows of V^T per pass, as `_four_keys`
+        for d0 in range(0, hd - hd % 4, 4):
+            a0, a1, a2, a3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+            o = d0 * n_pos
+            for c in range(first, hi, 16):
+                a0 = fma_f16(a0, values, o + c, p, c)
+                a1 = fma_f16(a1, values, o + n_pos + c, p, c)
+                a2 = fma_f16(a2, values, o + 2 * n_pos + c, p, c)
+                a3 = fma_f16(a3, values, o + 3 * n_pos + c, p, c)
+            store_vsums4(out, d0, a0, a1, a2, a3)
+        d0 = hd - hd % 4
+    for d in range(d0, hd):
         out[d] = _dot_f16(values[d, first:hi], p[first:hi], hi - first, batched)
 
 

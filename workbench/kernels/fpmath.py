@@ -47,6 +47,22 @@ _C1 = np.float32(float.fromhex("0x1.ffffecp-1"))
 _ONE = np.float32(1.0)
 
 
+@intrinsic
+def scale2(typingctx, j, n):
+    """float32(j * 2**n) rounded once, n a whole float32 in [-192, 192]: `vscalefps`'s
+    result, computed as a float64 product (exact there) narrowed to float32. Plain IR
+    with no call, so that loops of `expf_ggml` vectorize (math.ldexp is a libm call)."""
+    sig = types.float32(types.float32, types.float32)
+
+    def codegen(context, builder, signature, args):
+        f64, i64 = ir.DoubleType(), ir.IntType(64)
+        e = builder.add(builder.fptosi(args[1], i64), ir.Constant(i64, 1023))
+        p2 = builder.bitcast(builder.shl(e, ir.Constant(i64, 52)), f64)
+        return builder.fptrunc(builder.fmul(builder.fpext(args[0], f64), p2), ir.FloatType())
+
+    return sig, codegen
+
+
 @njit_serial
 def expf_ggml(x):
     """exp(x) for float32 x, bit for bit as ggml_v_expf computes each lane."""
@@ -56,9 +72,12 @@ def expf_ggml(x):
     b = fmaf(-n, _LN2_LO, fmaf(-n, _LN2_HI, x))  # x - n ln 2, in two steps
     u = b * b
     j = fmaf(fmaf(fmaf(_C5, b, _C4), u, fmaf(_C3, b, _C2)), u, fmaf(_C1, b, _ONE))
-    if abs(n) > np.float32(192.0):
-        return np.float32(0.0) if n <= 0 else np.float32(np.inf)
-    return np.float32(math.ldexp(np.float64(j), int(n)))
+    # |n| > 192: 0 or inf, as ggml's fixup; written as selects (NaN passes through) so
+    # that a loop over it vectorizes
+    nc = n if n > np.float32(-192.0) else np.float32(-192.0)
+    r = scale2(j, nc if nc < np.float32(192.0) else np.float32(192.0))
+    r = np.float32(0.0) if n < np.float32(-192.0) else r
+    return np.float32(np.inf) if n > np.float32(192.0) else r
 
 
 @njit_serial

@@ -41,6 +41,8 @@ from workbench.kernels.activations import (
     gelu_tanh_f32_parallel,
     swiglu_f32,
     swiglu_f32_parallel,
+    swiglu_in_place_f32,
+    swiglu_in_place_f32_parallel,
 )
 from workbench.kernels.attention import attend_f16kv_parallel, store_kv
 from workbench.kernels.attention_f32 import attend_f32kv_parallel, store_kv_f32
@@ -163,7 +165,12 @@ def rope(x, pos, cos, sin, n_rot, neox):
 
 @njit_serial
 def swiglu(out, gate, up):
-    if gate.shape[0] == 1:
+    if out.ctypes.data == gate.ctypes.data:  # in place (the llama step's)
+        if gate.shape[0] == 1:
+            swiglu_in_place_f32(gate, up)
+        else:
+            swiglu_in_place_f32_parallel(gate, up)
+    elif gate.shape[0] == 1:
         swiglu_f32(out, gate, up)
     else:
         swiglu_f32_parallel(out, gate, up)

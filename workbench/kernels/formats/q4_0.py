@@ -96,11 +96,10 @@ def _row_groups(out, w, x, i8, i32, f32):
     xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
     quantize_rows_q8_0(x, xq, xd, xs)
     tiled = T - T % 4  # prefill: tokens four at a time, each block's nibbles unpacked once for four
-    if tiled:
-        for g in prange((last + ROWS) // ROWS):
-            r0, r1, r2, r3 = group_rows(g, last)
+    if tiled:  # eight rows: each block of x loaded once for eight rows (AVX-512's 32 registers)
+        for g in prange((last + 8) // 8):
             for t in range(0, tiled, 4):
-                _four_tokens(out, w, xq, xd, xs, t, r0, r1, r2, r3)
+                _eight_rows(out, w, xq, xd, xs, t, 8 * g, last)
     for g in prange((last + ROWS) // ROWS):
         r0, r1, r2, r3 = group_rows(g, last)
         a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
@@ -143,6 +142,48 @@ def _four_tokens(out, w, xq, xd, xs, t, r0, r1, r2, r3):
                                                                       lane(acc2, 3))
     out[t + 3, r0], out[t + 3, r1], out[t + 3, r2], out[t + 3, r3] = (lane(acc3, 0), lane(acc3, 1), lane(acc3, 2),
                                                                       lane(acc3, 3))
+
+
+@njit_serial
+def _eight_rows(out, w, xq, xd, xs, t, r, last):
+    """Tokens t..t+3 of rows r..r+7 (past `last`: the last row again), as two quads of
+    `_four_tokens` side by side: each token's arithmetic exactly the one-token path's."""
+    cols, rb = xq.shape[1], w.shape[1]
+    r1, r2, r3 = min(r + 1, last), min(r + 2, last), min(r + 3, last)
+    r4, r5, r6, r7 = min(r + 4, last), min(r + 5, last), min(r + 6, last), min(r + 7, last)
+    a, b, c, d, e, f, g, h = r * rb, r1 * rb, r2 * rb, r3 * rb, r4 * rb, r5 * rb, r6 * rb, r7 * rb
+    acc0, acc1, acc2, acc3 = zeros_f32x4(), zeros_f32x4(), zeros_f32x4(), zeros_f32x4()
+    acc4, acc5, acc6, acc7 = zeros_f32x4(), zeros_f32x4(), zeros_f32x4(), zeros_f32x4()
+    for k in range(cols // QK):
+        o = k * BLOCK
+        lo, hi = nibbles_quad(w, a + o + 2, b + o + 2, c + o + 2, d + o + 2)
+        lo2, hi2 = nibbles_quad(w, e + o + 2, f + o + 2, g + o + 2, h + o + 2)
+        xo = t * cols + k * QK
+        for i in range(4):  # unrolled by LLVM: the accumulators stay in registers
+            m, dx = 8 * xs[t + i, k], xd[t + i, k]
+            p = dot4_quad_nibbles(zeros_i32(), lo, hi, xq, xo + i * cols)
+            p2 = dot4_quad_nibbles(zeros_i32(), lo2, hi2, xq, xo + i * cols)
+            s = scales4(w, a + o, b + o, c + o, d + o, dx)
+            s2 = scales4(w, e + o, f + o, g + o, h + o, dx)
+            if i == 0:
+                acc0, acc4 = fma_quad_sums(acc0, p, m, s), fma_quad_sums(acc4, p2, m, s2)
+            elif i == 1:
+                acc1, acc5 = fma_quad_sums(acc1, p, m, s), fma_quad_sums(acc5, p2, m, s2)
+            elif i == 2:
+                acc2, acc6 = fma_quad_sums(acc2, p, m, s), fma_quad_sums(acc6, p2, m, s2)
+            else:
+                acc3, acc7 = fma_quad_sums(acc3, p, m, s), fma_quad_sums(acc7, p2, m, s2)
+    _store_quads(out, t, r, r1, r2, r3, acc0, acc1, acc2, acc3)
+    _store_quads(out, t, r4, r5, r6, r7, acc4, acc5, acc6, acc7)
+
+
+@njit_serial
+def _store_quads(out, t, r0, r1, r2, r3, acc0, acc1, acc2, acc3):
+    """Rows r0..r3 of tokens t..t+3 from one f32x4 per token."""
+    for i in range(4):
+        acc = acc0 if i == 0 else (acc1 if i == 1 else (acc2 if i == 2 else acc3))
+        out[t + i, r0], out[t + i, r1], out[t + i, r2], out[t + i, r3] = (lane(acc, 0), lane(acc, 1),
+                                                                          lane(acc, 2), lane(acc, 3))
 
 
 def _row_octets(out, w, x, i8, i32, f32):

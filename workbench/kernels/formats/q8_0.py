@@ -26,7 +26,7 @@ from workbench.kernels.isa.pairs import (
     scales_quad,
 )
 from workbench.kernels.isa.vectors import fma_quads, load_f16, pdot_i8, vsum_quads, zeros_f32, zeros_i32
-from workbench.kernels.isa.x86 import hsum_hi, hsum_lo
+from workbench.kernels.isa.x86 import hsum_hi, hsum_lo, vscale
 from workbench.kernels.jit import njit_parallel, njit_serial
 
 GGML_TYPE = 8
@@ -152,10 +152,9 @@ def _row_groups_vnni(out, w, x, i8, i32, f32):
     sums_of_4(xq, -128, xc)  # q8_pair adds 128 to every weight
     tiled = T - T % 4  # prefill: tokens four at a time, each block's weights loaded once for four
     if tiled:
-        for g in prange((last + ROWS) // ROWS):
-            r0, r1, r2, r3 = group_rows(g, last)
+        for g in prange((last + 8) // 8):
             for t in range(0, tiled, 4):
-                _biased_tokens(out, w, xq, xd, xc, t, r0, r1, r2, r3)
+                _biased_tokens8(out, w, xq, xd, xc, t, 8 * g, last)
     for g in prange((last + ROWS) // ROWS):
         r0, r1, r2, r3 = group_rows(g, last)
         a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
@@ -175,34 +174,52 @@ def _row_groups_vnni(out, w, x, i8, i32, f32):
 
 
 @njit_serial
-def _biased_tokens(out, w, xq, xd, xc, t, r0, r1, r2, r3):
-    """Tokens t..t+3 of rows r0..r3, weights biased +128, dots from xc."""
+def _biased_tokens8(out, w, xq, xd, xc, t, r, last):
+    """Tokens t..t+3 of rows r..r+7 (past `last`: the last row again), weights biased
+    +128: 16 accumulators in AVX-512's 32 registers, so each block of x is loaded once for
+    eight rows and each block of weights once for four tokens. The row scales are taken
+    once per block and multiplied by each token's (the same products as `scales_quad`)."""
     cols, rb = xq.shape[1], w.shape[1]
-    a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
-    ab0, cd0, ab1, cd1 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
-    ab2, cd2, ab3, cd3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    a, b, c, d = r * rb, min(r + 1, last) * rb, min(r + 2, last) * rb, min(r + 3, last) * rb
+    e, f, g, h = min(r + 4, last) * rb, min(r + 5, last) * rb, min(r + 6, last) * rb, min(r + 7, last) * rb
+    ab0, cd0, ef0, gh0 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    ab1, cd1, ef1, gh1 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    ab2, cd2, ef2, gh2 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    ab3, cd3, ef3, gh3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    one = np.float32(1.0)
     for k in range(cols // QK):
         o = k * BLOCK
-        prefetch_bytes(w, a + AHEAD + k * ROWS * BLOCK, ROWS * BLOCK)
         qab, qcd = q8_pair(w, a + o + 2, b + o + 2), q8_pair(w, c + o + 2, d + o + 2)
+        qef, qgh = q8_pair(w, e + o + 2, f + o + 2), q8_pair(w, g + o + 2, h + o + 2)
+        sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, one)
+        sef, sgh = scales_quad(w, e + o, f + o, g + o, h + o, one)
         xo = t * cols + k * QK
-        sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t, k])
-        c0 = load_i32x8_twice(xc, xo // 4)
-        ab0 = fma_pair(ab0, sab, dot4_pair(c0, qab, xq, xo))
-        cd0 = fma_pair(cd0, scd, dot4_pair(c0, qcd, xq, xo))
-        sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t + 1, k])
-        c0 = load_i32x8_twice(xc, (xo + cols) // 4)
-        ab1 = fma_pair(ab1, sab, dot4_pair(c0, qab, xq, xo + cols))
-        cd1 = fma_pair(cd1, scd, dot4_pair(c0, qcd, xq, xo + cols))
-        sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t + 2, k])
-        c0 = load_i32x8_twice(xc, (xo + 2 * cols) // 4)
-        ab2 = fma_pair(ab2, sab, dot4_pair(c0, qab, xq, xo + 2 * cols))
-        cd2 = fma_pair(cd2, scd, dot4_pair(c0, qcd, xq, xo + 2 * cols))
-        sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t + 3, k])
-        c0 = load_i32x8_twice(xc, (xo + 3 * cols) // 4)
-        ab3 = fma_pair(ab3, sab, dot4_pair(c0, qab, xq, xo + 3 * cols))
-        cd3 = fma_pair(cd3, scd, dot4_pair(c0, qcd, xq, xo + 3 * cols))
-    _store(out, t, r0, r1, r2, r3, ab0, cd0, ab1, cd1, ab2, cd2, ab3, cd3)
+        c0, dx = load_i32x8_twice(xc, xo // 4), xd[t, k]
+        ab0 = fma_pair(ab0, vscale(sab, dx), dot4_pair(c0, qab, xq, xo))
+        cd0 = fma_pair(cd0, vscale(scd, dx), dot4_pair(c0, qcd, xq, xo))
+        ef0 = fma_pair(ef0, vscale(sef, dx), dot4_pair(c0, qef, xq, xo))
+        gh0 = fma_pair(gh0, vscale(sgh, dx), dot4_pair(c0, qgh, xq, xo))
+        xo += cols
+        c0, dx = load_i32x8_twice(xc, xo // 4), xd[t + 1, k]
+        ab1 = fma_pair(ab1, vscale(sab, dx), dot4_pair(c0, qab, xq, xo))
+        cd1 = fma_pair(cd1, vscale(scd, dx), dot4_pair(c0, qcd, xq, xo))
+        ef1 = fma_pair(ef1, vscale(sef, dx), dot4_pair(c0, qef, xq, xo))
+        gh1 = fma_pair(gh1, vscale(sgh, dx), dot4_pair(c0, qgh, xq, xo))
+        xo += cols
+        c0, dx = load_i32x8_twice(xc, xo // 4), xd[t + 2, k]
+        ab2 = fma_pair(ab2, vscale(sab, dx), dot4_pair(c0, qab, xq, xo))
+        cd2 = fma_pair(cd2, vscale(scd, dx), dot4_pair(c0, qcd, xq, xo))
+        ef2 = fma_pair(ef2, vscale(sef, dx), dot4_pair(c0, qef, xq, xo))
+        gh2 = fma_pair(gh2, vscale(sgh, dx), dot4_pair(c0, qgh, xq, xo))
+        xo += cols
+        c0, dx = load_i32x8_twice(xc, xo // 4), xd[t + 3, k]
+        ab3 = fma_pair(ab3, vscale(sab, dx), dot4_pair(c0, qab, xq, xo))
+        cd3 = fma_pair(cd3, vscale(scd, dx), dot4_pair(c0, qcd, xq, xo))
+        ef3 = fma_pair(ef3, vscale(sef, dx), dot4_pair(c0, qef, xq, xo))
+        gh3 = fma_pair(gh3, vscale(sgh, dx), dot4_pair(c0, qgh, xq, xo))
+    _store(out, t, r, min(r + 1, last), min(r + 2, last), min(r + 3, last), ab0, cd0, ab1, cd1, ab2, cd2, ab3, cd3)
+    _store(out, t, min(r + 4, last), min(r + 5, last), min(r + 6, last), min(r + 7, last),
+           ef0, gh0, ef1, gh1, ef2, gh2, ef3, gh3)
 
 
 one_row, one_row_serial = njit_parallel(_one_row), njit_serial(_one_row)

@@ -87,6 +87,11 @@ def dot_mins(mins, bsums, bo):
     return np.int32((m * (bs[0::2] + bs[1::2])).sum())
 
 
+def store_vsums4(out, o, a0, a1, a2, a3):
+    for k, a in enumerate((a0, a1, a2, a3)):
+        out[o + k] = vsum(a)
+
+
 def vsum4(a0, a1, a2, a3):
     return vsum((a0 + a2) + (a1 + a3))
 
@@ -144,6 +149,16 @@ _np, _vsum = np, vsum
 
 def prefetch(a, o):
     pass
+
+
+def max_f32(a, lo, hi):
+    v = a[lo:hi]
+    v = v[~np.isnan(v)]
+    return np.float32(v.max()) if v.size else np.float32(-np.inf)
+
+
+def vscale(v, s):
+    return (v * np.float32(s)).astype(np.float32)
 
 def zeros_f32x8():
     return _np.zeros(8, _np.float32)

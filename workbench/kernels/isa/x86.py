@@ -220,6 +220,42 @@ def vadd(typingctx, a, b):
 
 
 @intrinsic
+def vscale(typingctx, v, s):
+    """v * s lane by lane (f32x16 times a float32 scalar, each product rounded once)."""
+    def codegen(context, builder, sig, args):
+        return builder.fmul(args[0], _splat(builder, args[1], 16))
+    return f32x16(f32x16, types.float32), codegen
+
+
+@intrinsic
+def max_f32(typingctx, a, lo, hi):
+    """max(a[lo:hi]) of a float32 array (-inf when empty), 16 lanes at a time: a float
+    max loop does not vectorize without fast-math, and the max of a set is one value
+    whatever the order (NaN is skipped, as Python's max(best, nan) keeps best)."""
+    def codegen(context, builder, sig, args):
+        ary, lo_, hi_ = args
+        data = context.make_array(sig.args[0])(context, builder, value=ary).data
+        v16 = _vt(_f32, 16)
+        vmax = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16]), "llvm.maxnum.v16f32")
+        smax = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_f32, [_f32, _f32]), "llvm.maxnum.f32")
+        red = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_f32, [v16]),
+                                             "llvm.vector.reduce.fmax.v16f32")
+        acc = cgutils.alloca_once_value(builder, _const(_f32, 16, float("-inf")))
+        n16 = builder.sdiv(builder.sub(hi_, lo_), ir.Constant(hi_.type, 16))
+        with cgutils.for_range(builder, n16) as loop:
+            at = builder.add(lo_, builder.mul(loop.index, ir.Constant(hi_.type, 16)))
+            v = builder.load(builder.bitcast(builder.gep(data, [at]), v16.as_pointer()), align=4)
+            builder.store(builder.call(vmax, [builder.load(acc), v]), acc)
+        m = cgutils.alloca_once_value(builder, builder.call(red, [builder.load(acc)]))
+        tail = builder.add(lo_, builder.mul(n16, ir.Constant(hi_.type, 16)))
+        with cgutils.for_range(builder, builder.sub(hi_, tail)) as loop:
+            x = builder.load(builder.gep(data, [builder.add(tail, loop.index)]))
+            builder.store(builder.call(smax, [builder.load(m), x]), m)
+        return builder.load(m)
+    return types.float32(a, types.intp, types.intp), codegen
+
+
+@intrinsic
 def vsub(typingctx, a, b):
     """a - b lane by lane (i32x16)."""
     def codegen(context, builder, sig, args):
@@ -260,8 +296,10 @@ if numba.config.DISABLE_JIT:  # numpy twins of the same names, to step through k
         hsum_hi,
         hsum_lo,
         lane,
+        max_f32,
         prefetch,
         vadd,
+        vscale,
         vsub,
         zeros_f32x4,
         zeros_f32x8,
