@@ -105,10 +105,10 @@ def _softmax(p, start, n_keys, batched, f16):
     first = lo if batched else lo - lo % CHUNK  # p.v starts at the first chunk with a key
     p[first:start] = 0.0
     p[n_keys:hi] = 0.0
-    # sums of 16-key chunks counted from cache cell 0, as ggml's kq rows are
     e = p[start:n_keys]  # (loops from 0 over a slice vectorize: no call, no gather)
     for i in range(e.size):
         e[i] = expf_ggml(e[i] - best)
+    # sums of 16-key chunks counted from cache cell 0, as ggml's kq rows are
     total = 0.0
     for c0 in range(lo, n_keys, 16):
         total += np.float64(reduce16(p[c0 : c0 + 16]))
