@@ -109,9 +109,9 @@ def test_dashboard_runs_in_jupyterlab(lab):
                            return p.length > 0 && p.every(e => /\\[\\d+\\]/.test(e.textContent)); }""",
                 timeout=180_000)
             page.locator("button.widget-button", has_text="Load").click(timeout=60_000)
-            page.wait_for_function(
+            page.wait_for_function(  # a fresh numba cache compiles the step here: minutes on 2 cores
                 "() => [...document.querySelectorAll('.widget-html')].some(e => e.textContent.includes('loaded'))",
-                timeout=180_000)
+                timeout=600_000)
             page.locator("button.widget-button", has_text="Run").click()
             page.wait_for_function(
                 "() => [...document.querySelectorAll('.widget-html')].some(e => /\\d+ tokens/.test(e.textContent))",
