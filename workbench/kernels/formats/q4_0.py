@@ -135,13 +135,7 @@ def _four_tokens(out, w, xq, xd, xs, t, r0, r1, r2, r3):
         acc2 = fma_quad_sums(acc2, p, 8 * xs[t + 2, k], scales4(w, a + o, b + o, c + o, d + o, xd[t + 2, k]))
         p = dot4_quad_nibbles(zeros_i32(), lo, hi, xq, xo + 3 * cols)
         acc3 = fma_quad_sums(acc3, p, 8 * xs[t + 3, k], scales4(w, a + o, b + o, c + o, d + o, xd[t + 3, k]))
-    out[t, r0], out[t, r1], out[t, r2], out[t, r3] = lane(acc0, 0), lane(acc0, 1), lane(acc0, 2), lane(acc0, 3)
-    out[t + 1, r0], out[t + 1, r1], out[t + 1, r2], out[t + 1, r3] = (lane(acc1, 0), lane(acc1, 1), lane(acc1, 2),
-                                                                      lane(acc1, 3))
-    out[t + 2, r0], out[t + 2, r1], out[t + 2, r2], out[t + 2, r3] = (lane(acc2, 0), lane(acc2, 1), lane(acc2, 2),
-                                                                      lane(acc2, 3))
-    out[t + 3, r0], out[t + 3, r1], out[t + 3, r2], out[t + 3, r3] = (lane(acc3, 0), lane(acc3, 1), lane(acc3, 2),
-                                                                      lane(acc3, 3))
+    _store_quads(out, t, r0, r1, r2, r3, acc0, acc1, acc2, acc3)
 
 
 @njit_serial
