@@ -180,9 +180,11 @@ def _run_stop_and_switch(page) -> list[str]:
         combo.fill("gemma3-270m")
         seen.append(_status(page))
     load.click()
+    # Loading Gemma compiles its own step and kernels on a fresh numba cache: 128 s from the CLI alone
+    # (AMD EPYC, 2026-12-04), and a clean-clone CI run timed out here at 300 s
     page.wait_for_function(
         "() => [...document.querySelectorAll('.widget-html')].some(e => e.textContent.includes('loaded gemma'))",
-        timeout=300_000)
+        timeout=600_000)
     run.click()
     page.wait_for_function(
         "() => [...document.querySelectorAll('.widget-html')].some(e => e.textContent.includes('done'))",
