@@ -123,11 +123,12 @@ def test_every_variant_equals_the_reference_on_raw_blocks(f):
                     if not runnable(v):
                         continue
                     what = f"{f.name}/{v.name} rows={rows} blocks={blocks} T={T}"
-                    assert_same(run(v.kernel, w, x), want, what)
-                    assert_same(run(v.serial, w, x), want, what + " serial")
+                    wv = v.weights(w)  # in the variant's own layout
+                    assert_same(run(v.kernel, wv, x), want, what)
+                    assert_same(run(v.serial, wv, x), want, what + " serial")
                     for code in (i, i + SERIAL):  # the compiled switches run the variant they name
                         out = np.full_like(want, np.nan)
-                        table.matvec_into(64 * f.ggml_type + code, out, w, x, *scratch(x.size))
+                        table.matvec_into(64 * f.ggml_type + code, out, wv, x, *scratch(x.size))
                         assert_same(out, want, f"{what} code {code}")
 
 
@@ -142,7 +143,7 @@ def test_every_variant_equals_the_reference_on_quantized_weights(f):
     want = run(reference(f).serial, w, x)
     for v in f.variants:
         if runnable(v):
-            assert_same(run(v.kernel, w, x), want, f"{f.name}/{v.name}")
+            assert_same(run(v.kernel, v.weights(w), x), want, f"{f.name}/{v.name}")
 
 
 @pytest.mark.skipif(max_threads() < 2, reason="numba was started with one thread")
@@ -157,7 +158,7 @@ def test_variants_at_one_and_two_threads(f):
             set_threads(n)
             for v in f.variants:
                 if runnable(v):
-                    assert_same(run(v.kernel, w, x), want, f"{f.name}/{v.name} at {n} threads")
+                    assert_same(run(v.kernel, v.weights(w), x), want, f"{f.name}/{v.name} at {n} threads")
     finally:
         set_threads(max_threads())
 
@@ -195,7 +196,7 @@ for f in t.WEIGHTS:
             want = t.run(t.reference(f).serial, w, x)
             for v in f.variants:
                 if t.runnable(v):
-                    t.assert_same(t.run(v.kernel, w, x), want, f"{f.name}/{v.name} rows={rows} T={T}")
+                    t.assert_same(t.run(v.kernel, v.weights(w), x), want, f"{f.name}/{v.name} rows={rows} T={T}")
 print("ok", sorted(f.choose(cpu_features()) for f in t.WEIGHTS))
 """
     env = dict(os.environ, NUMBA_CPU_NAME=cpu, NUMBA_CPU_FEATURES=features, NUMBA_CACHE_DIR=str(tmp_path))

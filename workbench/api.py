@@ -77,7 +77,8 @@ class Model:
         self.source = source
         self.options = options
         self.threads = options.threads
-        self.net = models.build(source, None if n_ctx is None else _check_int("n_ctx", n_ctx, 1), options.weights)
+        self.net = models.build(source, None if n_ctx is None else _check_int("n_ctx", n_ctx, 1), options.weights,
+                                kernels)
         self.config = self.net.config
         self.n_ctx = self.net.n_ctx
         self.tokenizer = make_tokenizer()

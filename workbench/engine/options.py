@@ -3,10 +3,11 @@
 A profile is a starting point, not a mode: `load(..., profile="baseline", threads=2)`
 takes baseline's weight options with two threads. The profiles:
 
-- `baseline`: weights as the file stores them, no fusion, one thread: the reference
-  point every optimization is measured against.
-- `optimized` (the default): no change of weight formats, Q/K/V and gate+up fused, every
-  thread numba was started with.
+- `baseline`: weights as the file stores them (no fusion, no repacking), one thread:
+  the reference point every optimization is measured against.
+- `optimized` (the default): no change of weight formats, Q/K/V and gate+up fused,
+  weights repacked where the CPU has a faster kernel for a repacked layout (Q4_0 with
+  AVX-512 VNNI), every thread numba was started with.
 - `aggressive`: every float linear layer (lm_head included) quantized to Q4_0, fusion,
   every thread: the smallest weights, at a quality cost the quality table measures.
 
@@ -25,11 +26,11 @@ from workbench.nn.options import WeightOptions
 DEFAULT_PROFILE = "optimized"
 PROFILES: dict[str, dict] = {
     "baseline": {"quant_threshold": None, "quant_type": "q8_0", "quantize_lm_head": None, "fuse": False, "threads": 1,
-                 "kv_type": "f16"},
+                 "kv_type": "f16", "repack": False},
     "optimized": {"quant_threshold": None, "quant_type": "q8_0", "quantize_lm_head": None, "fuse": True,
-                  "threads": None, "kv_type": "f16"},
+                  "threads": None, "kv_type": "f16", "repack": True},
     "aggressive": {"quant_threshold": 0, "quant_type": "q4_0", "quantize_lm_head": True, "fuse": True,
-                   "threads": None, "kv_type": "f16"},
+                   "threads": None, "kv_type": "f16", "repack": True},
 }
 
 

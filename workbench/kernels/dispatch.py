@@ -65,10 +65,21 @@ def available(fmt: str) -> list[str]:
     return names + [f"{n}_serial" for n in names]
 
 
-def matvec_code(fmt: str, choice: str | None = None) -> int:
+def matvec_code(fmt: str, choice: str | None = None, layout: str = "") -> int:
     """The code of a session's `choice` for `fmt`, else of the registry's default kernel
-    (CUSTOM: a kernel registered from Python)."""
+    (CUSTOM: a kernel registered from Python). For weights repacked at load (`layout`, the
+    variant that repacked them) the one kernel that reads them, its serial twin if chosen:
+    a choice that cannot read the weights' layout is refused, naming the way to get it."""
+    f = format_named(fmt)
+    if layout:
+        if choice is not None and choice.removesuffix("_serial") != layout:
+            raise ParameterError(f"{f.name} weights were repacked at load for {layout}, which variant {choice!r} "
+                                 f"cannot read; load with kernels={{{f.name!r}: {choice!r}}} to run it")
+        return 64 * f.ggml_type + f.variant_index(layout) + (SERIAL if choice and choice.endswith("_serial") else 0)
     if choice is not None:
+        if f.variants[f.variant_index(choice.removesuffix("_serial"))].repack is not None:
+            raise ParameterError(f"{f.name} variant {choice!r} reads weights repacked at load, and these were "
+                                 f"loaded as the file stores them; load with kernels={{{f.name!r}: {choice!r}}}")
         return variant_code(fmt, choice)
     fn = default("matvec", fmt)
     code = _CODES.get(getattr(fn, "into", fn))
@@ -141,12 +152,14 @@ def registry_version() -> int:
 
 def describe_variants(fmt: str) -> list[dict]:
     """Every matvec variant of `fmt`: name, what it does, what it needs, whether this CPU
-    runs it, which one the CPU's choice and the registry's default are."""
+    runs it, which one the CPU's choice and the registry's default are (a repacking
+    variant the loader picks for this CPU is "chosen" too: it runs on repacked weights)."""
     f = format_named(fmt)
     chosen, current = f.choose(cpu_features()), default_name("matvec", f.name)
     rows = [{"format": f.name, "variant": v.name, "summary": v.summary, "needs": ",".join(v.needs) or "-",
              "runs here": all(n in cpu_features() for n in v.needs), "reference": v.reference,
-             "chosen for this CPU": v.name == chosen, "default now": v.name == current}
+             "chosen for this CPU": v.name == chosen or v is f.layout_for(cpu_features()),
+             "default now": v.name == current}
             for v in f.variants]
     rows += [{"format": f.name, "variant": name, "summary": "registered from Python", "needs": "-",
               "runs here": True, "reference": False, "chosen for this CPU": False, "default now": name == current}

@@ -21,6 +21,7 @@ import numpy as np
 from workbench.errors import ShapeError, UnsupportedError
 from workbench.kernels.formats.base import WeightFormat
 from workbench.kernels.registry import default
+from workbench.kernels.scratch import with_scratch
 from workbench.kernels.table import FORMATS, WEIGHT_FORMATS
 
 
@@ -111,13 +112,21 @@ class Weight:
     variant takes effect at once.
     """
 
-    __slots__ = ("w", "fmt", "name", "rows", "cols")
+    __slots__ = ("w", "fmt", "name", "rows", "cols", "layout", "_kernel")
 
-    def __init__(self, w: np.ndarray, fmt: str, name: str = "weight"):
+    def __init__(self, w: np.ndarray, fmt: str, name: str = "weight", layout: str = ""):
         f = _weight_format(fmt)
         self.w = _check_weight(w, f, name)
         self.fmt, self.name = f.name, name
         self.rows, self.cols = w.shape[0], w.shape[1] // f.type_size * f.block_size
+        # "": the GGUF bytes, run by the registry's default; else the name of the variant
+        # whose `repack` made w, the one kernel that can read it
+        self.layout, self._kernel = layout, None
+        if layout:
+            v = f.variants[f.variant_index(layout)]
+            if v.repack is None:
+                raise UnsupportedError(f"{name}: {f.name} variant {layout!r} reads the GGUF layout, not a repacked one")
+            self._kernel = with_scratch(v.kernel, True, v.name)
 
     def matvec(self, out: np.ndarray, x: np.ndarray) -> np.ndarray:
         """out (T, rows) = x (T, cols) @ W.T, as `linear`."""
@@ -127,9 +136,17 @@ class Weight:
             and x.flags.c_contiguous and out.flags.c_contiguous and out.flags.writeable
             and out.base is not x.base
         ):
-            default("matvec", self.fmt)(out, self.w, x)
+            (self._kernel or default("matvec", self.fmt))(out, self.w, x)
             return out
-        return linear(out, self.w, x, self.fmt, self.name)
+        if self._kernel is None:
+            return linear(out, self.w, x, self.fmt, self.name)
+        _check_f32(x, "x", self.name, (x.shape[0] if isinstance(x, np.ndarray) and x.ndim == 2 else 0, self.cols))
+        _check_f32(out, "out", self.name, (x.shape[0], self.rows))
+        if not out.flags.writeable or np.may_share_memory(out, x):
+            raise ShapeError(f"{self.name}: out must be writeable and must not overlap x")
+        if x.shape[0]:
+            self._kernel(out, self.w, _read_only(x))
+        return out
 
 
 def get_rows(

@@ -52,6 +52,8 @@ def _load_builtins() -> None:
         chosen = f.choose(features)
         scratch = f.vec_dot != "f32"
         for v in f.variants:
+            if v.repack is not None:  # reads its own layout, not the GGUF bytes every registry kernel takes
+                continue
             _register("matvec", f.name, v.name, with_scratch(v.kernel, scratch, v.name), default=v.name == chosen)
             _register("matvec", f.name, f"{v.name}_serial", with_scratch(v.serial, scratch, f"{v.name}_serial"))
             if v.name == chosen:

@@ -29,11 +29,13 @@ def config_of(source) -> ModelConfig:
     return ModelConfig.from_gguf(source)
 
 
-def build(source, n_ctx: int | None = None, options: WeightOptions | None = None):
+def build(source, n_ctx: int | None = None, options: WeightOptions | None = None, kernels: dict | None = None):
     """The model in `source` (a parsed GGUF file or an `HFDirectory`), its weights prepared
     under `options` (quantization, fusion; what was done is in `.load_report`), for
     sessions of up to `n_ctx` positions (position tables are sized to it, not to the
-    model's whole trained context)."""
+    model's whole trained context). `kernels`: the session's {format: variant} choices,
+    checked (`dispatch.check_choices`): a repacking variant chosen there has its weights
+    repacked, any other keeps them in the GGUF layout."""
     cfg = config_of(source)
     if cfg.arch not in ARCHITECTURES:
         raise UnsupportedError(f"{source.path}: architecture {cfg.arch!r} is not supported yet")
@@ -42,7 +44,7 @@ def build(source, n_ctx: int | None = None, options: WeightOptions | None = None
     if not 1 <= n_ctx <= limit:
         raise ParameterError(f"n_ctx must be between 1 and the model's context length {limit}, got {n_ctx}")
     weights = source if isinstance(source, HFDirectory) else GGUFWeights(source)
-    ld = WeightLoader(weights, options)
+    ld = WeightLoader(weights, options, kernels)
     try:
         net = ARCHITECTURES[cfg.arch](ld, cfg, n_ctx)
     finally:

@@ -19,12 +19,13 @@ from workbench.trace import NULL_TRACER
 class Linear:
     """y (T, rows) = x (T, cols) @ W.T (+ bias), W kept in its block format."""
 
-    __slots__ = ("name", "fmt", "w", "rows", "cols", "op", "weight", "bias")
+    __slots__ = ("name", "fmt", "w", "rows", "cols", "op", "weight", "bias", "layout")
 
     def __init__(self, name: str, fmt: str, w: np.ndarray, rows: int, cols: int, op: str,
-                 bias: np.ndarray | None = None):
+                 bias: np.ndarray | None = None, layout: str = ""):
         self.name, self.fmt, self.w, self.rows, self.cols, self.op = name, fmt, w, rows, cols, op
-        self.weight = Weight(w, fmt, name)  # checked once here, not on every product
+        self.layout = layout  # "": GGUF bytes; else the variant that repacked w at load and alone reads it
+        self.weight = Weight(w, fmt, name, layout)  # checked once here, not on every product
         self.bias = bias
 
     @property

@@ -2,9 +2,10 @@
 
 Models ask a `WeightLoader` for `linear`, `group` (Q/K/V, gate+up), `embedding`,
 `tied_head` and `vector` by GGUF tensor name; the loader applies the quantization rule
-and fusion (`WeightOptions`) once here, so model code never sees a format. What it did
-is counted in a `LoadReport`, whose lines read like rustml's
+fusion and repacking (`WeightOptions`) once here, so model code never sees a format. What
+it did is counted in a `LoadReport`, whose lines read like rustml's
 (`Quantized 73 linear layers F32 -> Q8_0`, `Fused 12 QKV projection triples`, ...).
+Repacking comes last, on the matrices a step multiplies (a fused one, not its parts).
 Quantizing a float model takes seconds: a tqdm bar shows it (hidden when not a tty).
 """
 
@@ -21,6 +22,8 @@ from workbench.formats.weights import Tensor
 from workbench.nn.linear import Embedding, Linear, LinearGroup
 from workbench.nn.options import WeightOptions
 from workbench.quant.finite import nonfinite_count
+from workbench.kernels.isa.x86 import cpu_features
+from workbench.kernels.registry import default_name
 from workbench.kernels.table import FORMATS, WEIGHT_FORMATS
 from workbench.quant.reference import dequantize_ref, quantize_ref
 
@@ -36,6 +39,7 @@ class LoadReport:
     not_quantizable: list = field(default_factory=list)  # rows not a whole number of blocks
     fused_qkv: int = 0
     fused_gate_up: int = 0
+    repacked: Counter = field(default_factory=Counter)  # (fmt, layout variant) -> linear layers
     weight_bytes: int = 0  # bytes of the prepared weights the kernels read
     kv_cache_bytes: int = 0  # filled in by the session that allocates it
     kv_type: str = "f16"  # the session's KV cache type ("f16" or "f32")
@@ -56,6 +60,8 @@ class LoadReport:
                        f"the block size ({', '.join(self.not_quantizable[:3])}{', ...' if len(self.not_quantizable) > 3 else ''})")
         out.append(f"Fused {self.fused_qkv} QKV projection triples")
         out.append(f"Fused {self.fused_gate_up} gate+up projection pairs")
+        out += [f"Repacked {n} linear layers {fmt.upper()} for {layout} (same values, the layout its kernel streams)"
+                for (fmt, layout), n in sorted(self.repacked.items())]
         out.append(f"Weights {self.weight_bytes / 2**20:.1f} MiB")
         if self.kv_cache_bytes:
             out.append(f"KV cache {self.kv_cache_bytes / 2**20:.1f} MiB ({self.kv_type})")
@@ -69,9 +75,10 @@ class LoadReport:
 class WeightLoader:
     """A weight source plus the options that decide each linear's final format."""
 
-    def __init__(self, src, options: WeightOptions | None = None):
+    def __init__(self, src, options: WeightOptions | None = None, kernels: dict | None = None):
         self.src = src
         self.options = options or WeightOptions()
+        self.kernels = dict(kernels or {})  # the session's checked {format: variant} choices
         self.report = LoadReport()
         self._bar = None
         if self.options.quant_threshold is not None or self.options.quantize_lm_head or self.options.requantize:
@@ -134,14 +141,41 @@ class WeightLoader:
     def linear(self, name: str, rows: int, cols: int, op: str, bias: str | None = None,
                lm_head: bool = False) -> Linear:
         """Weight `name` (rows outputs of cols inputs), with the optional bias vector `bias`."""
+        return self._repacked(self._linear(name, rows, cols, op, bias, lm_head))
+
+    def _linear(self, name, rows, cols, op, bias=None, lm_head=False) -> Linear:
         data, fmt = self._prepare(self._matrix(name, rows, cols), lm_head)
         b = self.src.vector(bias, rows) if bias is not None else None
         return Linear(name, fmt, data, rows, cols, op, b)
 
+    def _layout(self, fmt: str) -> str:
+        """The repacking variant `fmt`'s products run in this session, or "" (GGUF bytes):
+        the session's choice if it made one, else the CPU's (`WeightFormat.layout_for`)
+        while the registry's default is still the built-in one."""
+        f = FORMATS[fmt]
+        choice = self.kernels.get(fmt)
+        if choice is not None:
+            v = f.variants[f.variant_index(choice.removesuffix("_serial"))]
+            return v.name if v.repack is not None else ""
+        if not self.options.repack or default_name("matvec", fmt) != f.choose(cpu_features()):
+            return ""
+        v = f.layout_for(cpu_features())
+        return v.name if v is not None else ""
+
+    def _repacked(self, lin: Linear) -> Linear:
+        layout = self._layout(lin.fmt)
+        if not layout:
+            return lin
+        f = FORMATS[lin.fmt]
+        data = f.variants[f.variant_index(layout)].repack(lin.w)
+        data.flags.writeable = False
+        self.report.repacked[(lin.fmt, layout)] += 1
+        return Linear(lin.name, lin.fmt, data, lin.rows, lin.cols, lin.op, lin.bias, layout)
+
     def group(self, names: list[str], rows: list[int], cols: int, op: str, part_ops: list[str]) -> LinearGroup:
         """Linears on the same input, fused into one matrix (traced as `op`) when the
         options allow and their formats agree: Q/K/V ("qkv"), gate+up ("ffn_gate_up")."""
-        parts = [self.linear(n, r, cols, o) for n, r, o in zip(names, rows, part_ops)]
+        parts = [self._linear(n, r, cols, o) for n, r, o in zip(names, rows, part_ops)]
         return self._fuse(parts, op)
 
     def split(self, name: str, rows: list[int], cols: int, op: str, part_ops: list[str],
@@ -163,10 +197,10 @@ class WeightLoader:
 
     def _fuse(self, parts: list[Linear], op: str) -> LinearGroup:
         if not self.options.fuse or len({p.fmt for p in parts}) != 1 or any(p.bias is not None for p in parts):
-            return LinearGroup(parts, None)
+            return LinearGroup([self._repacked(p) for p in parts], None)
         name = "+".join(p.name for p in parts)
-        fused = Linear(name, parts[0].fmt, np.concatenate([p.w for p in parts]), sum(p.rows for p in parts),
-                       parts[0].cols, op)
+        fused = self._repacked(Linear(name, parts[0].fmt, np.concatenate([p.w for p in parts]),
+                                      sum(p.rows for p in parts), parts[0].cols, op))
         if op == "qkv":
             self.report.fused_qkv += 1
         else:
@@ -183,6 +217,7 @@ class WeightLoader:
         (sharing the embedding's bytes unless the rule quantizes it)."""
         t = Tensor(embedding.name, embedding.fmt, (embedding.vocab, embedding.dim), embedding.w, str(self.path))
         data, fmt = self._prepare(t, lm_head=True)
-        if data is embedding.w:
+        head = self._repacked(Linear(embedding.name, fmt, data, embedding.vocab, embedding.dim, "output"))
+        if head.w is embedding.w:
             self.report.weight_bytes -= data.nbytes  # counted once, with the embedding
-        return Linear(embedding.name, fmt, data, embedding.vocab, embedding.dim, "output")
+        return head

@@ -259,6 +259,7 @@ class Products:
         self.index = np.full((len(layers), 4, MAX_PARTS), -1, np.int64)
         self.sizes = np.zeros((len(layers), 4, MAX_PARTS), np.int64)
         self.formats = np.empty((len(layers), 4, MAX_PARTS), object)
+        self.layouts: dict[str, str] = {output.fmt: output.layout}  # format -> its matrices' layout
         self.linears: list[list[list[Linear]]] = []
         no_bias = np.zeros(0, np.float32)
         for i, slots in enumerate(layers):
@@ -273,6 +274,9 @@ class Products:
                 for j, lin in enumerate(mats):
                     self.index[i, s, j] = len(self.ws)
                     self.formats[i, s, j] = lin.fmt
+                    if self.layouts.setdefault(lin.fmt, lin.layout) != lin.layout:
+                        raise ParameterError(f"{lin.name}: {lin.fmt} matrices in two layouts "
+                                             f"({self.layouts[lin.fmt] or 'GGUF'}, {lin.layout or 'GGUF'})")
                     self.ws.append(kernel_array(lin.weight.w))
                     self.bs.append(no_bias if lin.bias is None else np.ascontiguousarray(lin.bias, np.float32))
         self.output = output
@@ -282,22 +286,28 @@ class Products:
 
     def choose(self, choices: dict[str, str]) -> None:
         """Run variant choices[fmt] for the products of format fmt (checked by
-        `dispatch.check_choices`), the registry's default for the others."""
+        `dispatch.check_choices`), the registry's default for the others. A choice that
+        cannot read its weights' layout raises here, and changes nothing."""
+        for fmt, layout in self.layouts.items():
+            matvec_code(fmt, choices.get(fmt), layout)
         self.choices = dict(choices)
         self._version = -1  # codes are remade on the next record()
 
     def kernel_names(self) -> dict[str, str]:
         """Weight format -> the matvec kernel its products run now (`dispatch.describe`)."""
         fmts = {f for f in self.formats.ravel() if f is not None} | {self.output.fmt}
-        return {f: describe(matvec_code(f, self.choices.get(f))) for f in sorted(fmts)}
+        return {f: describe(self._code(f)) for f in sorted(fmts)}
+
+    def _code(self, fmt: str) -> int:
+        return matvec_code(fmt, self.choices.get(fmt), self.layouts.get(fmt, ""))
 
     def record(self) -> ProductsRecord:
         """The step's view, kernel codes refreshed whenever the registry changed."""
         if self._version != registry_version():
             codes = np.zeros(self.index.shape, np.int64)
             for at in zip(*np.nonzero(self.index >= 0)):
-                codes[at] = matvec_code(self.formats[at], self.choices.get(self.formats[at]))
-            head = matvec_code(self.output.fmt, self.choices.get(self.output.fmt))
+                codes[at] = self._code(self.formats[at])
+            head = self._code(self.output.fmt)
             self._record = ProductsRecord(self.ws, self.bs, self.index, self.sizes, codes,
                                           kernel_array(self.output.weight.w), head)
             self._custom = {int(c): default("matvec", format_of_code(int(c)))

@@ -23,6 +23,10 @@ Contracts of what a row names (all arrays C-contiguous, validated by the caller,
 - `prefer`: (variant name, CPU features) pairs, best first; at load the first whose
   features this CPU has is chosen, else the reference variant (data, not a module
   global: a session may choose another variant, if the CPU has what it `needs`).
+- a variant with a `repack` reads W in its own layout, not the GGUF one: `repack(w)`
+  (numpy, same shape and dtype) makes it, once, when a model loads (`nn.loader`). Such a
+  variant is never a registry default (those take GGUF bytes); `repacked` says on which
+  CPUs the loader repacks for it.
 """
 
 from __future__ import annotations
@@ -48,6 +52,11 @@ class Variant:
     summary: str
     needs: tuple[str, ...] = ()
     reference: bool = False
+    repack: Callable[[np.ndarray], np.ndarray] | None = None  # GGUF bytes -> this variant's layout
+
+    def weights(self, w: np.ndarray) -> np.ndarray:
+        """GGUF bytes `w` in the layout this variant reads (w itself for most)."""
+        return w if self.repack is None else self.repack(w)
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,9 @@ class WeightFormat:
     matvec_into: Callable | None = None
     variants: tuple[Variant, ...] = ()
     prefer: tuple[tuple[str, tuple[str, ...]], ...] = ()
+    # (variant with a `repack`, CPU features) pairs, best first, as `prefer`: where the
+    # repacked layout was measured faster, so that the loader repacks (`layout_for`)
+    repacked: tuple[tuple[str, tuple[str, ...]], ...] = ()
     weight: bool = True  # False for the activation-only formats q8_1 and q8_K
     # how llama.cpp's x86 backend quantizes activations to this format, where that differs
     # from `quantize` (q8_0 and q8_1: 127/amax and halves to even); None: `quantize`
@@ -92,6 +104,13 @@ class WeightFormat:
             if all(f in features for f in wanted):
                 return name
         return next(v.name for v in self.variants if v.reference)
+
+    def layout_for(self, features: frozenset[str] | set[str]) -> Variant | None:
+        """The repacking variant a model loaded on a CPU with `features` runs, if any."""
+        for name, wanted in self.repacked:
+            if all(f in features for f in wanted):
+                return self.variants[self.variant_index(name)]
+        return None
 
 
 # ---- numpy helpers the reference codecs share ---------------------------------------------

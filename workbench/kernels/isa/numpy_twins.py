@@ -315,3 +315,24 @@ def scales_oct(w, starts, o, dx):
 def fma_oct(acc, p, offset, s):
     return _fma(acc, s, p.astype(_np.int64) - offset)
 
+
+
+# ---- sixteen rows in sixteen lanes (isa.sixteen) ----
+
+def nibbles16(w, o):
+    chunks = [_flat(w, o + 64 * c, 64, _np.uint8) for c in range(4)]
+    return tuple(v for n in chunks for v in (n & 15, n >> 4))
+
+def dot16(acc, nibs, x, xo):
+    p = acc.astype(_np.int64)
+    for c in range(4):
+        for h in range(2):
+            xv = _flat(x, xo + 16 * h + 4 * c, 4, _np.int64)
+            p = p + (nibs[2 * c + h].astype(_np.int64).reshape(16, 4) * xv).sum(1)
+    return p.astype(_np.int32)
+
+def fma16(acc, p, offset, w, so, dx):
+    return _fma(acc, _flat(w, so, 16, _np.float16).astype(_np.float32) * _np.float32(dx), p.astype(_np.int64) - offset)
+
+def store16(out, o, v):
+    out.reshape(-1)[o : o + 16] = v
