@@ -8,12 +8,15 @@ multiply-adds, summed as `hsum_float_8` once per row. Variants, equal bit for bi
 - "row_groups": four rows per pass as two row pairs (`isa.pairs`), the block dots by
   llama.cpp's AVX2 sign trick (|q| unsigned times x with q's sign, `vpmaddubsw`);
 - "row_groups_vnni": the same rows, each weight biased by +128 to be unsigned and the dot
-  started from -128 * (sum of 4 x), one `vpdpbusd` per block pair (needs 512-bit VNNI).
+  started from -128 * (sum of 4 x), one `vpdpbusd` per block pair (needs 512-bit VNNI);
+- "rows16": sixteen rows per pass on weights repacked at load (`q8_0_rows16`), each of
+  llama.cpp's eight lanes of sixteen rows in one register.
 """
 
 import numpy as np
 from numba import prange
 
+from workbench.kernels.formats import q8_0_rows16
 from workbench.kernels.formats.activations import quantize_act_q8_0, quantize_rows_q8_0
 from workbench.kernels.formats.base import SERIAL, Variant, WeightFormat, f16_bytes, f16_field, inverse, roundf
 from workbench.kernels.formats.rows import AHEAD, QK, ROWS, group_rows, prefetch_bytes, q8_0_scratch, sums_of_4
@@ -145,7 +148,7 @@ def _store(out, t, r0, r1, r2, r3, ab0, cd0, ab1, cd1, ab2, cd2, ab3, cd3):
 def _row_groups_vnni(out, w, x, i8, i32, f32):
     # as _row_groups, the block dots of weights biased +128 by `vpdpbusd`
     T, cols = x.shape
-    nb, rb, last = cols // QK, w.shape[1], w.shape[0] - 1
+    nb, last = cols // QK, w.shape[0] - 1
     xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
     quantize_rows_q8_0(x, xq, xd, xs)
     xc = i32[T * nb : T * nb + T * cols // 4].reshape((T, cols // 4))
@@ -157,20 +160,8 @@ def _row_groups_vnni(out, w, x, i8, i32, f32):
                 _biased_tokens8(out, w, xq, xd, xc, t, 8 * g, last)
     for g in prange((last + ROWS) // ROWS):
         r0, r1, r2, r3 = group_rows(g, last)
-        a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
         for t in range(tiled, T):  # decode, and the last tokens of a prefill
-            ab, cd = zeros_f32(), zeros_f32()
-            for k in range(nb):
-                o = k * BLOCK
-                prefetch_bytes(w, a + AHEAD + k * ROWS * BLOCK, ROWS * BLOCK)
-                xo = t * cols + k * QK
-                sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t, k])
-                qab, qcd = q8_pair(w, a + o + 2, b + o + 2), q8_pair(w, c + o + 2, d + o + 2)
-                c0 = load_i32x8_twice(xc, xo // 4)
-                ab = fma_pair(ab, sab, dot4_pair(c0, qab, xq, xo))
-                cd = fma_pair(cd, scd, dot4_pair(c0, qcd, xq, xo))
-            out[t, r0], out[t, r1] = hsum_lo(ab), hsum_hi(ab)
-            out[t, r2], out[t, r3] = hsum_lo(cd), hsum_hi(cd)
+            q8_0_rows16.plain_quad(out, w, xq, xd, xc, t, r0, r1, r2, r3)
 
 
 @njit_serial
@@ -236,12 +227,16 @@ def matvec_into(variant, out, w, x, i8, i32, f32):
         row_groups(out, w, x, i8, i32, f32)
     elif variant == 2:
         row_groups_vnni(out, w, x, i8, i32, f32)
+    elif variant == 3:
+        q8_0_rows16.rows16(out, w, x, i8, i32, f32)
     elif variant == SERIAL:
         one_row_serial(out, w, x, i8, i32, f32)
     elif variant == SERIAL + 1:
         row_groups_serial(out, w, x, i8, i32, f32)
-    else:
+    elif variant == SERIAL + 2:
         row_groups_vnni_serial(out, w, x, i8, i32, f32)
+    else:
+        q8_0_rows16.rows16_serial(out, w, x, i8, i32, f32)
 
 
 VNNI = ("avx512vnni", "avx512bw", "avx512vl")
@@ -252,9 +247,13 @@ FORMAT = WeightFormat(
         Variant("row_groups", row_groups, row_groups_serial, "four rows per pass, AVX2 sign-trick block dots"),
         Variant("row_groups_vnni", row_groups_vnni, row_groups_vnni_serial,
                 "four rows per pass, biased weights, one vpdpbusd per block pair", needs=VNNI),
+        Variant("rows16", q8_0_rows16.rows16, q8_0_rows16.rows16_serial,
+                "sixteen rows repacked at load, eight lanes of each in eight registers; prefill two tokens per pass",
+                repack=q8_0_rows16.repack),
     ),
     # 1536 x 576 at 1 thread, AVX2 EPYC: row groups 1.5-3x one row; without AVX2 the
     # portable widening dots lose to one row per pass
     prefer=(("row_groups_vnni", VNNI), ("row_groups", ("avx2",))),
+    repacked=(("rows16", VNNI),),  # not measured on an AVX2-only CPU, whose vpmaddubsw would saturate on it
     quantize_activation=quantize_act_q8_0,
 )

@@ -336,3 +336,23 @@ def fma16(acc, p, offset, w, so, dx):
 
 def store16(out, o, v):
     out.reshape(-1)[o : o + 16] = v
+
+def scales16(w, so, dx):
+    return _flat(w, so, 16, _np.float16).astype(_np.float32) * _np.float32(dx)
+
+def chunks16_q8(w, o):
+    return tuple(_flat(w, o + 64 * k, 64, _np.uint8) ^ 0x80 for k in range(8))
+
+def fma16_q8(accs, chunks, xc, co, x, xo, s):
+    out = []
+    for k in range(8):
+        xv = _flat(x, xo + 4 * k, 4, _np.int64)
+        p = int(xc.reshape(-1)[co + k]) + (chunks[k].astype(_np.int64).reshape(16, 4) * xv).sum(1)
+        out.append(_fma(accs[k], s, p))
+    return tuple(out)
+
+def zeros16x8():
+    return tuple(_np.zeros(16, _np.float32) for _ in range(8))
+
+def store16_hsum8(out, o, a):
+    out.reshape(-1)[o : o + 16] = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))

@@ -7,6 +7,10 @@ own lane. Eight of them make a block's exact integer dot for sixteen rows at onc
 no horizontal reduction, and the scales of the sixteen rows are sixteen consecutive
 f16: one load, one conversion. With AVX2 the same dots lower to `vpmaddubsw` +
 `vpmaddwd` on two 256-bit halves (`x86._dot4`), the same integers.
+
+q8_0 (`formats.q8_0_rows16`) keeps llama.cpp's eight float lanes per row, as its
+reference order does: eight chunks of 64 bytes, eight accumulators, lane r of
+accumulator k holding row r's products 4k..4k+3 of every block.
 """
 
 import numba
@@ -78,5 +82,81 @@ def store16(typingctx, out, o, v):
     return types.none(out, types.intp, f32x16), codegen
 
 
+@intrinsic
+def scales16(typingctx, w, so, dx):
+    """The sixteen f16 block scales at byte so of w, widened, times dx (each product rounded once)."""
+    def codegen(context, builder, sig, args):
+        w_, so_, dx_ = args
+        d = builder.fpext(builder.bitcast(_load(context, builder, sig.args[0], w_, so_, _i16, 16), _vt(_f16, 16)),
+                          _vt(_f32, 16))
+        return builder.fmul(d, _splat(builder, dx_, 16))
+    return f32x16(w, types.intp, types.float32), codegen
+
+
+@intrinsic
+def chunks16_q8(typingctx, w, o):
+    """q8_0's eight 64-byte chunks at byte o (chunk k: bytes 4k..4k+3 of sixteen rows),
+    each weight biased +128 to be unsigned for `vpdpbusd`."""
+    def codegen(context, builder, sig, args):
+        w_, o_ = args
+        out = [builder.xor(_load(context, builder, sig.args[0], w_, builder.add(o_, ir.Constant(o_.type, 64 * k)),
+                                 _i8, 64), _const(_i8, 64, 0x80)) for k in range(8)]
+        return context.make_tuple(builder, sig.return_type, out)
+    return types.UniTuple(u8x64, 8)(w, types.intp), codegen
+
+
+@intrinsic
+def fma16_q8(typingctx, accs, chunks, xc, co, x, xo, s):
+    """accs[k] + s * float(products 4k..4k+3 of row r), fused, in lane r, for k < 8: the
+    eight AVX2 lanes of llama.cpp's q8_0 dot for sixteen rows. Each dot starts from
+    xc[co + k] = -128 * (x[4k] + ... + x[4k+3]), which takes the bias back out exactly."""
+    def codegen(context, builder, sig, args):
+        accs_, chunks_, xc_, co_, x_, xo_, s_ = args
+        out = []
+        for k in range(8):
+            start = _splat(builder, _load(context, builder, sig.args[2], xc_,
+                                          builder.add(co_, ir.Constant(co_.type, k)), _i32), 16)
+            word = _load(context, builder, sig.args[4], x_, builder.add(xo_, ir.Constant(xo_.type, 4 * k)), _i32)
+            p = _dot4(builder, start, builder.extract_value(chunks_, k),
+                      builder.bitcast(_splat(builder, word, 16), _vt(_i8, 64)))
+            out.append(_fma(builder, s_, builder.sitofp(p, _vt(_f32, 16)), builder.extract_value(accs_, k)))
+        return context.make_tuple(builder, sig.return_type, out)
+    return accs(accs, chunks, xc, types.intp, x, types.intp, f32x16), codegen
+
+
+@intrinsic
+def zeros16x8(typingctx):
+    """Eight f32x16 zero accumulators (`fma16_q8`'s)."""
+    ty = types.UniTuple(f32x16, 8)
+    def codegen(context, builder, sig, args):
+        return context.make_tuple(builder, ty, [_const(_f32, 16, 0.0)] * 8)
+    return ty(), codegen
+
+
+@intrinsic
+def store16_hsum8(typingctx, out, o, accs):
+    """out.flat[o:o+16] = each lane's eight accumulators summed as llama.cpp's
+    `hsum_float_8`: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))."""
+    def codegen(context, builder, sig, args):
+        out_, o_, accs_ = args
+        a = [builder.extract_value(accs_, k) for k in range(8)]
+        v = builder.fadd(builder.fadd(builder.fadd(a[0], a[4]), builder.fadd(a[2], a[6])),
+                         builder.fadd(builder.fadd(a[1], a[5]), builder.fadd(a[3], a[7])))
+        data = context.make_array(sig.args[0])(context, builder, value=out_).data
+        builder.store(v, builder.bitcast(builder.gep(data, [o_]), v.type.as_pointer()), align=4)
+        return context.get_dummy_value()
+    return types.none(out, types.intp, accs), codegen
+
+
 if numba.config.DISABLE_JIT:  # numpy twins of the same names, to step through kernels
-    from workbench.kernels.isa.numpy_twins import dot16, fma16, nibbles16, store16  # noqa: F401, F811, E402
+    from workbench.kernels.isa.numpy_twins import (  # noqa: F401, F811, E402
+        chunks16_q8,
+        dot16,
+        fma16,
+        fma16_q8,
+        nibbles16,
+        scales16,
+        store16,
+        store16_hsum8,
+        zeros16x8,
+    )

@@ -1,0 +1,78 @@
+"""Weights repacked at load (q4_0 and q8_0 `rows16`): the file's bytes in another order,
+the one kernel that reads them chosen with them, and the model's logits unchanged.
+
+Each repacking kernel equals its format's reference bit for bit on raw blocks of every
+shape (`test_formats`, which repacks for the variants that need it); here: the layout
+itself, and what the loader and a session do with it.
+"""
+
+import numpy as np
+import pytest
+
+import workbench
+from tests._models import smollm2_path
+from tests.test_compiled_step import greedy_logits
+from workbench.errors import ParameterError
+from workbench.kernels.formats import q4_0_rows16, q8_0_rows16
+from workbench.kernels.isa.x86 import cpu_features
+from workbench.kernels.table import FORMATS
+
+
+@pytest.mark.parametrize("mod", [q4_0_rows16, q8_0_rows16], ids=["q4_0", "q8_0"])
+@pytest.mark.parametrize("rows", [1, 15, 16, 17, 40, 64])
+def test_repack_moves_bytes_and_unpack_puts_them_back(mod, rows):
+    rng = np.random.default_rng(rows)
+    w = rng.integers(0, 256, (rows, 3 * mod.BLOCK), dtype=np.uint8)
+    p = mod.repack(w)
+    assert p.shape == w.shape and p.dtype == np.uint8 and p is not w
+    assert np.array_equal(np.sort(p, axis=None), np.sort(w, axis=None))
+    assert np.array_equal(mod.unpack(p), w)
+    whole = rows // 16 * 16
+    assert np.array_equal(p[whole:], w[whole:])  # rows after the last group keep the GGUF layout
+    if whole:  # group 0, block 0: the sixteen rows' scales, then bytes 0..3 of each row's quants
+        flat = p.reshape(-1)
+        assert np.array_equal(flat[:32].reshape(16, 2), w[:16, :2])
+        assert np.array_equal(flat[32:96].reshape(16, 4), w[:16, 2:6])
+
+
+def _repacked_lines(model) -> list[str]:
+    return [line for line in model.load_report.lines() if line.startswith("Repacked")]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["q4_0", "q8_0"])
+def test_a_repacked_model_gives_the_same_logits_and_keeps_its_kernel(fmt):
+    smollm2_path()  # skips without the model package
+    source = f"smollm2-135m:{fmt}"
+    plain_choice = FORMATS[fmt].choose(cpu_features())
+    rows16 = workbench.load(source, threads=1, n_ctx=128, kernels={fmt: "rows16"})
+    plain = workbench.load(source, threads=1, n_ctx=128, kernels={fmt: plain_choice})
+    assert len(_repacked_lines(rows16)) == 1 and fmt.upper() in _repacked_lines(rows16)[0]
+    assert not _repacked_lines(plain)
+    assert rows16.kernels[fmt] == "rows16" and plain.kernels[fmt] == plain_choice
+    want = greedy_logits(plain, None)
+    for a, b in zip(greedy_logits(rows16, None), want):
+        assert np.array_equal(a, b)
+    with workbench.trace("op") as t:  # the trace names the kernel that ran
+        rows16.generate("Hi", max_tokens=2)
+    assert t.meta["kernels"][fmt] == "rows16"
+    with pytest.raises(ParameterError, match="repacked at load for rows16"):
+        rows16.kernels = {fmt: "one_row"}
+    assert rows16.kernels[fmt] == "rows16"  # the refused choice changed nothing
+    with pytest.raises(ParameterError, match="reads weights repacked at load"):
+        plain.kernels = {fmt: "rows16"}
+    rows16.kernels = {fmt: "rows16_serial"}
+    assert rows16.kernels[fmt] == "rows16_serial"
+    for a, b in zip(greedy_logits(rows16, None), want):
+        assert np.array_equal(a, b)
+
+
+@pytest.mark.slow
+def test_the_profile_and_the_cpu_decide_whether_to_repack():
+    smollm2_path()
+    baseline = workbench.load("smollm2-135m:q4_0", profile="baseline", n_ctx=64)
+    assert not _repacked_lines(baseline) and baseline.kernels["q4_0"] == FORMATS["q4_0"].choose(cpu_features())
+    default = workbench.load("smollm2-135m:q4_0", n_ctx=64)
+    layout = FORMATS["q4_0"].layout_for(cpu_features())
+    assert bool(_repacked_lines(default)) == (layout is not None)
+    assert default.kernels["q4_0"] == (layout.name if layout else FORMATS["q4_0"].choose(cpu_features()))

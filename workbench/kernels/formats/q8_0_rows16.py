@@ -1,0 +1,130 @@
+"""q8_0 repacked at load, sixteen rows interleaved (as `q4_0_rows16`, for 34-byte blocks).
+
+Each group of sixteen rows becomes one stream of 544-byte blocks:
+
+    16 f16 scales (rows 0..15) | 8 chunks of 64 bytes: chunk k = bytes 4k..4k+3 of each row
+
+A matrix keeps its shape, (rows, row_bytes) uint8: rows 16g..16g+15 hold group g, the
+rows after the last whole group stay in the GGUF layout.
+
+The arithmetic is q8_0's reference order (`q8_0.one_row`): per row eight float lanes,
+lane k accumulating fp16(d_w) * d_x * (products 4k..4k+3 of the block) with a fused
+multiply-add block after block, summed as `hsum_float_8` at the end. Here accumulator k
+holds lane k of sixteen rows (`isa.sixteen.fma16_q8`), so results are equal bit for bit.
+"""
+
+import numpy as np
+from numba import prange
+
+from workbench.kernels.formats.activations import quantize_rows_q8_0
+from workbench.kernels.formats.rows import AHEAD, QK, prefetch_bytes, q8_0_scratch, sums_of_4
+from workbench.kernels.isa.pairs import dot4_pair, fma_pair, load_i32x8_twice, q8_pair, scales_quad
+from workbench.kernels.isa.sixteen import chunks16_q8, fma16_q8, scales16, store16_hsum8, zeros16x8
+from workbench.kernels.isa.vectors import zeros_f32
+from workbench.kernels.isa.x86 import hsum_hi, hsum_lo
+from workbench.kernels.jit import njit_parallel, njit_serial
+
+BLOCK = 34
+GROUP = 16
+GROUP_BLOCK = GROUP * BLOCK  # 544 bytes: the group's scales, then its eight chunks
+
+
+def repack(w: np.ndarray) -> np.ndarray:
+    """GGUF q8_0 bytes (rows, row_bytes) -> the sixteen-row layout, same shape (a new array)."""
+    rows, rb = w.shape
+    nb, g = rb // BLOCK, rows // GROUP
+    blocks = w[: GROUP * g].reshape(g, GROUP, nb, BLOCK)
+    scales = blocks[..., :2].transpose(0, 2, 1, 3).reshape(g, nb, 2 * GROUP)
+    chunks = blocks[..., 2:].reshape(g, GROUP, nb, 8, 4).transpose(0, 2, 3, 1, 4).reshape(g, nb, 32 * GROUP)
+    out = np.empty_like(w)
+    out[: GROUP * g] = np.concatenate([scales, chunks], axis=-1).reshape(GROUP * g, rb)
+    out[GROUP * g :] = w[GROUP * g :]
+    return out
+
+
+def unpack(w: np.ndarray) -> np.ndarray:
+    """The inverse of `repack`: the GGUF layout again."""
+    rows, rb = w.shape
+    nb, g = rb // BLOCK, rows // GROUP
+    packed = w[: GROUP * g].reshape(g, nb, GROUP_BLOCK)
+    scales = packed[..., : 2 * GROUP].reshape(g, nb, GROUP, 2).transpose(0, 2, 1, 3)
+    qs = packed[..., 2 * GROUP :].reshape(g, nb, 8, GROUP, 4).transpose(0, 3, 1, 2, 4).reshape(g, GROUP, nb, 32)
+    out = np.empty_like(w)
+    out[: GROUP * g] = np.concatenate([scales, qs], axis=-1).reshape(GROUP * g, rb)
+    out[GROUP * g :] = w[GROUP * g :]
+    return out
+
+
+@njit_serial
+def plain_quad(out, w, xq, xd, xc, t, r0, r1, r2, r3):
+    """Token t of GGUF-layout rows r0..r3, weights biased +128 (`q8_0.row_groups_vnni`'s
+    decode pass; here, the rows after a repacked matrix's last group)."""
+    cols, rb = xq.shape[1], w.shape[1]
+    a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
+    ab, cd = zeros_f32(), zeros_f32()
+    for k in range(cols // QK):
+        o = k * BLOCK
+        prefetch_bytes(w, a + AHEAD + k * 4 * BLOCK, 4 * BLOCK)
+        xo = t * cols + k * QK
+        sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t, k])
+        qab, qcd = q8_pair(w, a + o + 2, b + o + 2), q8_pair(w, c + o + 2, d + o + 2)
+        c0 = load_i32x8_twice(xc, xo // 4)
+        ab = fma_pair(ab, sab, dot4_pair(c0, qab, xq, xo))
+        cd = fma_pair(cd, scd, dot4_pair(c0, qcd, xq, xo))
+    out[t, r0], out[t, r1] = hsum_lo(ab), hsum_hi(ab)
+    out[t, r2], out[t, r3] = hsum_lo(cd), hsum_hi(cd)
+
+
+@njit_serial
+def _one_token(out, w, xq, xd, xc, t, g):
+    """Token t of group g's sixteen rows."""
+    cols = xq.shape[1]
+    base = g * GROUP * w.shape[1]
+    accs = zeros16x8()
+    for k in range(cols // QK):
+        o = base + k * GROUP_BLOCK
+        xo = t * cols + k * QK
+        accs = fma16_q8(accs, chunks16_q8(w, o + 2 * GROUP), xc, xo // 4, xq, xo, scales16(w, o, xd[t, k]))
+    store16_hsum8(out, t * out.shape[1] + GROUP * g, accs)
+
+
+@njit_serial
+def _two_tokens(out, w, xq, xd, xc, t, g):
+    """Tokens t, t+1 of group g (sixteen accumulators): each block's weights loaded once
+    for both, each token's arithmetic exactly `_one_token`'s."""
+    cols = xq.shape[1]
+    base = g * GROUP * w.shape[1]
+    acc0, acc1 = zeros16x8(), zeros16x8()
+    for k in range(cols // QK):
+        o = base + k * GROUP_BLOCK
+        ch = chunks16_q8(w, o + 2 * GROUP)
+        xo = t * cols + k * QK
+        acc0 = fma16_q8(acc0, ch, xc, xo // 4, xq, xo, scales16(w, o, xd[t, k]))
+        xo += cols
+        acc1 = fma16_q8(acc1, ch, xc, xo // 4, xq, xo, scales16(w, o, xd[t + 1, k]))
+    store16_hsum8(out, t * out.shape[1] + GROUP * g, acc0)
+    store16_hsum8(out, (t + 1) * out.shape[1] + GROUP * g, acc1)
+
+
+def _rows16(out, w, x, i8, i32, f32):
+    # W (rows16 layout) @ x (T, cols) -> out (T, rows): sixteen rows per pass, two tokens per pass in a prefill
+    T, cols = x.shape
+    nb = cols // QK
+    xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
+    quantize_rows_q8_0(x, xq, xd, xs)
+    xc = i32[T * nb : T * nb + T * cols // 4].reshape((T, cols // 4))
+    sums_of_4(xq, -128, xc)  # the weights are biased +128 for vpdpbusd
+    groups, last = w.shape[0] // GROUP, w.shape[0] - 1
+    paired = T - T % 2
+    for g in prange(groups):
+        for t in range(0, paired, 2):
+            _two_tokens(out, w, xq, xd, xc, t, g)
+        if paired < T:
+            _one_token(out, w, xq, xd, xc, T - 1, g)
+    first = GROUP * groups  # the GGUF-layout rows after the last group, four at a time
+    for q in range(first, last + 1, 4):
+        for t in range(T):
+            plain_quad(out, w, xq, xd, xc, t, q, min(q + 1, last), min(q + 2, last), min(q + 3, last))
+
+
+rows16, rows16_serial = njit_parallel(_rows16), njit_serial(_rows16)
