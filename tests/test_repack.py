@@ -13,26 +13,39 @@ import workbench
 from tests._models import smollm2_path
 from tests.test_compiled_step import greedy_logits
 from workbench.errors import ParameterError
-from workbench.kernels.formats import q4_0_rows16, q8_0_rows16
+from workbench.kernels.formats import q4_0_rows16, q5_0_rows16, q8_0_rows16
 from workbench.kernels.isa.x86 import cpu_features
 from workbench.kernels.table import FORMATS
 
 
-@pytest.mark.parametrize("mod", [q4_0_rows16, q8_0_rows16], ids=["q4_0", "q8_0"])
+@pytest.mark.parametrize("mod", [q4_0_rows16, q5_0_rows16, q8_0_rows16], ids=["q4_0", "q5_0", "q8_0"])
 @pytest.mark.parametrize("rows", [1, 15, 16, 17, 40, 64])
 def test_repack_moves_bytes_and_unpack_puts_them_back(mod, rows):
     rng = np.random.default_rng(rows)
     w = rng.integers(0, 256, (rows, 3 * mod.BLOCK), dtype=np.uint8)
     p = mod.repack(w)
     assert p.shape == w.shape and p.dtype == np.uint8 and p is not w
-    assert np.array_equal(np.sort(p, axis=None), np.sort(w, axis=None))
+    assert np.unpackbits(p).sum() == np.unpackbits(w).sum()  # the same bits, moved
+    if mod is not q5_0_rows16:  # which moves whole bytes, except q5_0's regrouped 5th bits
+        assert np.array_equal(np.sort(p, axis=None), np.sort(w, axis=None))
     assert np.array_equal(mod.unpack(p), w)
     whole = rows // 16 * 16
     assert np.array_equal(p[whole:], w[whole:])  # rows after the last group keep the GGUF layout
-    if whole:  # group 0, block 0: the sixteen rows' scales, then bytes 0..3 of each row's quants
+    if whole:  # group 0, block 0 starts with the sixteen rows' scales
         flat = p.reshape(-1)
         assert np.array_equal(flat[:32].reshape(16, 2), w[:16, :2])
-        assert np.array_equal(flat[32:96].reshape(16, 4), w[:16, 2:6])
+        if mod is not q5_0_rows16:  # then bytes 0..3 of each row's quants (q5_0: its masks first)
+            assert np.array_equal(flat[32:96].reshape(16, 4), w[:16, 2:6])
+
+
+def test_q5_0_masks_hold_the_fifth_bits_of_a_chunk():
+    rng = np.random.default_rng(0)
+    w = rng.integers(0, 256, (16, 22), dtype=np.uint8)
+    qh = w[:, 2:6].copy().view("<u4")[:, 0].astype(np.int64)
+    masks = q5_0_rows16.repack(w).reshape(-1)[32:96].copy().view("<u8").astype(object)
+    for k in range(8):  # bit 4r + j of mask k: the 5th bit of value 4k + j of row r
+        assert [(masks[k] >> (4 * r + j)) & 1 for r in range(16) for j in range(4)] == \
+               [(qh[r] >> (4 * k + j)) & 1 for r in range(16) for j in range(4)]
 
 
 def _repacked_lines(model) -> list[str]:

@@ -8,12 +8,14 @@ block adds fp16(d_w) * d_x * (sum of products 4k..4k+3) into 8 float32 lanes wit
 multiply-adds, summed as `hsum_float_8` once per row. Variants, equal bit for bit:
 - "one_row": one row per pass, x widened to int16 (the plain reference order);
 - "row_groups": four rows per pass as two row pairs (`isa.pairs`), the dot of q - 16
-  started from -16 * (sum of 4 x).
+  started from -16 * (sum of 4 x);
+- "rows16": sixteen rows per pass on weights repacked at load (`q5_0_rows16`).
 """
 
 import numpy as np
 from numba import prange
 
+from workbench.kernels.formats import q5_0_rows16
 from workbench.kernels.formats.activations import quantize_rows_q8_0
 from workbench.kernels.formats.base import (
     SERIAL,
@@ -26,10 +28,8 @@ from workbench.kernels.formats.base import (
     pack_nibbles,
     signed_absmax,
 )
-from workbench.kernels.formats.rows import AHEAD, QK, ROWS, group_rows, prefetch_bytes, q8_0_scratch, sums_of_4
-from workbench.kernels.isa.pairs import dot4_pair_small, fma_pair, load_i32x8_twice, q5_pair, scales_quad
+from workbench.kernels.formats.rows import QK, ROWS, group_rows, q8_0_scratch, sums_of_4
 from workbench.kernels.isa.vectors import fma_quads, load_f16, load_u32, pdot_q4, vsum_quads, zeros_f32
-from workbench.kernels.isa.x86 import hsum_hi, hsum_lo
 from workbench.kernels.jit import njit_parallel, njit_serial
 
 GGML_TYPE = 6
@@ -88,28 +88,15 @@ def _one_row(out, w, x, i8, i32, f32):
 def _row_groups(out, w, x, i8, i32, f32):
     # W (rows, nb*22) @ x (T, cols) -> out (T, rows), four rows per pass
     T, cols = x.shape
-    nb, rb, last = cols // QK, w.shape[1], w.shape[0] - 1
+    nb, last = cols // QK, w.shape[0] - 1
     xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
     quantize_rows_q8_0(x, xq, xd, xs)
     xc = i32[T * nb : T * nb + T * cols // 4].reshape((T, cols // 4))
     sums_of_4(xq, -16, xc)  # the dot of q - 16 starts from -16 * (sum of 4 q_x)
     for g in prange((last + ROWS) // ROWS):
         r0, r1, r2, r3 = group_rows(g, last)
-        a, b, c, d = r0 * rb, r1 * rb, r2 * rb, r3 * rb
         for t in range(T):
-            ab, cd = zeros_f32(), zeros_f32()
-            for k in range(nb):
-                o = k * BLOCK
-                prefetch_bytes(w, a + AHEAD + k * ROWS * BLOCK, ROWS * BLOCK)
-                xo = t * cols + k * QK
-                c0 = load_i32x8_twice(xc, xo // 4)
-                sab, scd = scales_quad(w, a + o, b + o, c + o, d + o, xd[t, k])
-                qab = q5_pair(w, a + o + 6, b + o + 6, load_u32(w, a + o + 2), load_u32(w, b + o + 2))
-                qcd = q5_pair(w, c + o + 6, d + o + 6, load_u32(w, c + o + 2), load_u32(w, d + o + 2))
-                ab = fma_pair(ab, sab, dot4_pair_small(c0, qab, xq, xo))
-                cd = fma_pair(cd, scd, dot4_pair_small(c0, qcd, xq, xo))
-            out[t, r0], out[t, r1] = hsum_lo(ab), hsum_hi(ab)
-            out[t, r2], out[t, r3] = hsum_lo(cd), hsum_hi(cd)
+            q5_0_rows16.plain_quad(out, w, xq, xd, xc, t, r0, r1, r2, r3)
 
 
 one_row, one_row_serial = njit_parallel(_one_row), njit_serial(_one_row)
@@ -123,10 +110,14 @@ def matvec_into(variant, out, w, x, i8, i32, f32):
         one_row(out, w, x, i8, i32, f32)
     elif variant == 1:
         row_groups(out, w, x, i8, i32, f32)
+    elif variant == 2:
+        q5_0_rows16.rows16(out, w, x, i8, i32, f32)
     elif variant == SERIAL:
         one_row_serial(out, w, x, i8, i32, f32)
-    else:
+    elif variant == SERIAL + 1:
         row_groups_serial(out, w, x, i8, i32, f32)
+    else:
+        q5_0_rows16.rows16_serial(out, w, x, i8, i32, f32)
 
 
 FORMAT = WeightFormat(
@@ -134,7 +125,11 @@ FORMAT = WeightFormat(
     variants=(
         Variant("one_row", one_row, one_row_serial, "one row per pass, x widened to int16", reference=True),
         Variant("row_groups", row_groups, row_groups_serial, "four rows per pass as two row pairs"),
+        Variant("rows16", q5_0_rows16.rows16, q5_0_rows16.rows16_serial,
+                "sixteen rows repacked at load, 5th bits as masks; prefill two tokens per pass",
+                repack=q5_0_rows16.repack),
     ),
     # AVX2 EPYC, 1536 x 576 at 1 thread: 94 against 137 us; without AVX2 one row wins
     prefer=(("row_groups", ("avx512vnni", "avx512bw", "avx512vl")), ("row_groups", ("avx2",))),
+    repacked=(("rows16", ("avx512vnni", "avx512bw", "avx512vl")),),  # measured on AVX-512 only
 )

@@ -10,16 +10,17 @@ rows after the last whole group stay in the GGUF layout.
 The arithmetic is q8_0's reference order (`q8_0.one_row`): per row eight float lanes,
 lane k accumulating fp16(d_w) * d_x * (products 4k..4k+3 of the block) with a fused
 multiply-add block after block, summed as `hsum_float_8` at the end. Here accumulator k
-holds lane k of sixteen rows (`isa.sixteen.fma16_q8`), so results are equal bit for bit.
+holds lane k of sixteen rows (`rows16_lanes8`, shared with q5_0), so results are equal
+bit for bit.
 """
 
 import numpy as np
 from numba import prange
 
+from workbench.kernels.formats import rows16_lanes8
 from workbench.kernels.formats.activations import quantize_rows_q8_0
 from workbench.kernels.formats.rows import AHEAD, QK, prefetch_bytes, q8_0_scratch, sums_of_4
 from workbench.kernels.isa.pairs import dot4_pair, fma_pair, load_i32x8_twice, q8_pair, scales_quad
-from workbench.kernels.isa.sixteen import chunks16_q8, fma16_q8, scales16, store16_hsum8, zeros16x8
 from workbench.kernels.isa.vectors import zeros_f32
 from workbench.kernels.isa.x86 import hsum_hi, hsum_lo
 from workbench.kernels.jit import njit_parallel, njit_serial
@@ -75,37 +76,6 @@ def plain_quad(out, w, xq, xd, xc, t, r0, r1, r2, r3):
     out[t, r2], out[t, r3] = hsum_lo(cd), hsum_hi(cd)
 
 
-@njit_serial
-def _one_token(out, w, xq, xd, xc, t, g):
-    """Token t of group g's sixteen rows."""
-    cols = xq.shape[1]
-    base = g * GROUP * w.shape[1]
-    accs = zeros16x8()
-    for k in range(cols // QK):
-        o = base + k * GROUP_BLOCK
-        xo = t * cols + k * QK
-        accs = fma16_q8(accs, chunks16_q8(w, o + 2 * GROUP), xc, xo // 4, xq, xo, scales16(w, o, xd[t, k]))
-    store16_hsum8(out, t * out.shape[1] + GROUP * g, accs)
-
-
-@njit_serial
-def _two_tokens(out, w, xq, xd, xc, t, g):
-    """Tokens t, t+1 of group g (sixteen accumulators): each block's weights loaded once
-    for both, each token's arithmetic exactly `_one_token`'s."""
-    cols = xq.shape[1]
-    base = g * GROUP * w.shape[1]
-    acc0, acc1 = zeros16x8(), zeros16x8()
-    for k in range(cols // QK):
-        o = base + k * GROUP_BLOCK
-        ch = chunks16_q8(w, o + 2 * GROUP)
-        xo = t * cols + k * QK
-        acc0 = fma16_q8(acc0, ch, xc, xo // 4, xq, xo, scales16(w, o, xd[t, k]))
-        xo += cols
-        acc1 = fma16_q8(acc1, ch, xc, xo // 4, xq, xo, scales16(w, o, xd[t + 1, k]))
-    store16_hsum8(out, t * out.shape[1] + GROUP * g, acc0)
-    store16_hsum8(out, (t + 1) * out.shape[1] + GROUP * g, acc1)
-
-
 def _rows16(out, w, x, i8, i32, f32):
     # W (rows16 layout) @ x (T, cols) -> out (T, rows): sixteen rows per pass, two tokens per pass in a prefill
     T, cols = x.shape
@@ -115,12 +85,8 @@ def _rows16(out, w, x, i8, i32, f32):
     xc = i32[T * nb : T * nb + T * cols // 4].reshape((T, cols // 4))
     sums_of_4(xq, -128, xc)  # the weights are biased +128 for vpdpbusd
     groups, last = w.shape[0] // GROUP, w.shape[0] - 1
-    paired = T - T % 2
     for g in prange(groups):
-        for t in range(0, paired, 2):
-            _two_tokens(out, w, xq, xd, xc, t, g)
-        if paired < T:
-            _one_token(out, w, xq, xd, xc, T - 1, g)
+        rows16_lanes8.group(out, w, xq, xd, xc, g, False)
     first = GROUP * groups  # the GGUF-layout rows after the last group, four at a time
     for q in range(first, last + 1, 4):
         for t in range(T):

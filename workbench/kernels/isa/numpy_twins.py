@@ -356,3 +356,14 @@ def zeros16x8():
 
 def store16_hsum8(out, o, a):
     out.reshape(-1)[o : o + 16] = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
+
+def chunks16_q5(w, o):
+    out = [None] * 8
+    for c in range(4):
+        n = _flat(w, o + 64 + 64 * c, 64, _np.uint8)
+        for h, nib in enumerate((n & 15, n >> 4)):
+            k = c + 4 * h
+            mask = int(_flat(w, o + 8 * k, 1, _np.uint64)[0])
+            bits = ((mask >> _np.arange(64, dtype=_np.uint64)) & 1).astype(_np.uint8)
+            out[k] = nib | (bits << 4)
+    return tuple(out)

@@ -8,8 +8,8 @@ no horizontal reduction, and the scales of the sixteen rows are sixteen consecut
 f16: one load, one conversion. With AVX2 the same dots lower to `vpmaddubsw` +
 `vpmaddwd` on two 256-bit halves (`x86._dot4`), the same integers.
 
-q8_0 (`formats.q8_0_rows16`) keeps llama.cpp's eight float lanes per row, as its
-reference order does: eight chunks of 64 bytes, eight accumulators, lane r of
+q8_0 and q5_0 (`formats.rows16_lanes8`) keep llama.cpp's eight float lanes per row, as
+their reference order does: eight chunks of 64 bytes, eight accumulators, lane r of
 accumulator k holding row r's products 4k..4k+3 of every block.
 """
 
@@ -106,6 +106,30 @@ def chunks16_q8(typingctx, w, o):
 
 
 @intrinsic
+def chunks16_q5(typingctx, w, o):
+    """q5_0's values 0..31 of sixteen rows as `chunks16_q8` gives q8_0's (chunk k: values
+    4k..4k+3 of each row), from eight 64-bit masks at byte o (mask k, bit 4r + j: the 5th
+    bit of value 4k + j of row r) and the four nibble chunks after them (chunk c, low
+    nibbles: values 4c..4c+3; high: 16 + 4c..)."""
+    def codegen(context, builder, sig, args):
+        w_, o_ = args
+        at = lambda n: builder.add(o_, ir.Constant(o_.type, n))  # noqa: E731
+        out = [None] * 8
+        for c in range(CHUNKS):
+            n = _load(context, builder, sig.args[0], w_, at(64 + 64 * c), _i8, 64)
+            hi = builder.lshr(builder.bitcast(n, _vt(_i16, 32)), _const(_i16, 32, 4))  # word shift: masked below
+            nib = [builder.and_(n, _const(_i8, 64, 15)), builder.and_(builder.bitcast(hi, _vt(_i8, 64)),
+                                                                     _const(_i8, 64, 15))]
+            for h in range(2):
+                k = c + 4 * h
+                bits = builder.bitcast(_load(context, builder, sig.args[0], w_, at(8 * k), ir.IntType(64)),
+                                       _vt(ir.IntType(1), 64))
+                out[k] = builder.or_(nib[h], builder.shl(builder.zext(bits, _vt(_i8, 64)), _const(_i8, 64, 4)))
+        return context.make_tuple(builder, sig.return_type, out)
+    return types.UniTuple(u8x64, 8)(w, types.intp), codegen
+
+
+@intrinsic
 def fma16_q8(typingctx, accs, chunks, xc, co, x, xo, s):
     """accs[k] + s * float(products 4k..4k+3 of row r), fused, in lane r, for k < 8: the
     eight AVX2 lanes of llama.cpp's q8_0 dot for sixteen rows. Each dot starts from
@@ -150,6 +174,7 @@ def store16_hsum8(typingctx, out, o, accs):
 
 if numba.config.DISABLE_JIT:  # numpy twins of the same names, to step through kernels
     from workbench.kernels.isa.numpy_twins import (  # noqa: F401, F811, E402
+        chunks16_q5,
         chunks16_q8,
         dot16,
         fma16,
