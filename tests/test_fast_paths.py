@@ -131,3 +131,22 @@ def test_swiglu_in_place_equals_out_of_place():
         g2 = g.copy()
         kernel(g2, u)
         assert np.array_equal(want.view(np.uint32), g2.view(np.uint32))
+
+
+@pytest.mark.parametrize("rows, cols, T", [(4, 64, 6), (7, 100, 13), (33, 1152, 60), (9, 200, 97)])
+def test_f32_prefill_tiles_give_each_token_the_bits_of_decode(rows, cols, T):
+    """The f32 prefill (4 x 6 tiles, the four chains one after another, token blocks of 48,
+    columns past the last 64 one by one) against one-token calls of the same kernel."""
+    from workbench.kernels.formats.floats import matvec_f32_lanes64, matvec_f32_lanes64_serial
+
+    rng = np.random.default_rng(rows * cols + T)
+    w = rng.standard_normal((rows, cols), dtype=np.float32).view(np.uint8).reshape(rows, 4 * cols)
+    x = rng.standard_normal((T, cols), dtype=np.float32)
+    empty = (np.empty(0, np.int8), np.empty(0, np.int32), np.empty(0, np.float32))
+    want = np.empty((T, rows), np.float32)
+    for t in range(T):
+        matvec_f32_lanes64_serial(want[t : t + 1], w, x[t : t + 1], *empty)
+    for kernel in (matvec_f32_lanes64, matvec_f32_lanes64_serial):
+        got = np.full((T, rows), np.nan, np.float32)
+        kernel(got, w, x, *empty)
+        assert np.array_equal(got.view(np.uint32), want.view(np.uint32))

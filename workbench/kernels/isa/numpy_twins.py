@@ -367,3 +367,16 @@ def chunks16_q5(w, o):
             bits = ((mask >> _np.arange(64, dtype=_np.uint64)) & 1).astype(_np.uint8)
             out[k] = nib | (bits << 4)
     return tuple(out)
+
+def f32_tile(out, w, r0, x, t0, chunks):
+    cols = x.shape[1]
+    for i in range(4):
+        row = w[r0 + i].view(_np.float32)
+        for k in range(6):
+            xv = x[t0 + k]
+            acc = [_np.zeros(16, _np.float32) for _ in range(4)]
+            for m in range(chunks):
+                for c in range(4):
+                    j = 64 * m + 16 * c
+                    acc[c] = _fma(acc[c], row[j : j + 16], xv[j : j + 16])
+            out[t0 + k, r0 + i] = vsum((acc[0] + acc[2]) + (acc[1] + acc[3]))

@@ -1,0 +1,76 @@
+"""A float32 GEMM tile that keeps `ggml_vec_dot_f32`'s order for every output.
+
+`ggml_vec_dot_f32` (AVX-512) sums a row against x in four 16-lane accumulators, chain c
+taking columns 64m + 16c .. 64m + 16c + 15 of every 64-column chunk m, then reduces
+((a0 + a2) + (a1 + a3)) lane by lane and the lanes pairwise. A prefill tile that kept
+four chains per output in registers fits only 2 rows x 2 tokens in AVX-512's 32
+registers, one load per multiply-add. The chains are independent, so this tile runs
+them one after another: for each chain c, ROWS x TOKENS accumulators (24 registers) over
+the chunks, each weight vector loaded once for TOKENS products and each x vector once
+for ROWS (10 loads per 24 multiply-adds), then parks the chain on the stack; the four
+parked chains are reduced at the end. Each output's operations are the one-token
+path's, in its order, so its bits are too.
+"""
+
+import numba
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from workbench.kernels.isa.vectors import _const, _f32, _fma, _tree_sum, _vt
+
+ROWS, TOKENS = 4, 6  # the tile: 24 accumulators, 4 + 6 vector loads per 16 columns
+LANES, CHAINS = 16, 4
+
+
+@intrinsic
+def f32_tile(typingctx, out, w, r0, x, t0, chunks):
+    """out[t0 + k, r0 + i] = row r0 + i of w (float32 bytes, uint8 (rows, cols * 4)) dot
+    token t0 + k of x (float32 (T, cols)) over the first 64 * chunks columns, reduced as
+    `vsum4`, for i < ROWS, k < TOKENS (the caller adds the columns past the last chunk)."""
+    def codegen(context, builder, sig, args):
+        out_, w_, r0_, x_, t0_, chunks_ = args
+        wa = context.make_array(sig.args[1])(context, builder, value=w_)
+        xa = context.make_array(sig.args[3])(context, builder, value=x_)
+        oa = context.make_array(sig.args[0])(context, builder, value=out_)
+        intp = r0_.type
+        rb = cgutils.unpack_tuple(builder, wa.shape, 2)[1]  # bytes per weight row
+        cols = cgutils.unpack_tuple(builder, xa.shape, 2)[1]
+        n_out = cgutils.unpack_tuple(builder, oa.shape, 2)[1]
+        v16 = _vt(_f32, LANES)
+        wptr = builder.bitcast(wa.data, ir.IntType(8).as_pointer())
+        xptr = builder.bitcast(xa.data, _f32.as_pointer())
+        c = lambda n: ir.Constant(intp, n)  # noqa: E731
+        w_rows = [builder.gep(wptr, [builder.mul(builder.add(r0_, c(i)), rb)]) for i in range(ROWS)]
+        x_rows = [builder.gep(xptr, [builder.mul(builder.add(t0_, c(k)), cols)]) for k in range(TOKENS)]
+        parked = cgutils.alloca_once(builder, v16, size=c(CHAINS * ROWS * TOKENS))
+        accs = [cgutils.alloca_once(builder, v16) for _ in range(ROWS * TOKENS)]
+        for chain in range(CHAINS):
+            for a in accs:
+                builder.store(_const(_f32, LANES, 0.0), a)
+            with cgutils.for_range(builder, chunks_) as loop:
+                col = builder.add(builder.mul(loop.index, c(CHAINS * LANES)), c(chain * LANES))
+                wv = [builder.load(builder.bitcast(builder.gep(p, [builder.mul(col, c(4))]), v16.as_pointer()),
+                                   align=4) for p in w_rows]
+                for k, p in enumerate(x_rows):
+                    xv = builder.load(builder.bitcast(builder.gep(p, [col]), v16.as_pointer()), align=4)
+                    for i in range(ROWS):
+                        a = accs[i * TOKENS + k]
+                        builder.store(_fma(builder, wv[i], xv, builder.load(a)), a)
+            for j, a in enumerate(accs):
+                builder.store(builder.load(a), builder.gep(parked, [c(chain * ROWS * TOKENS + j)]))
+        optr = builder.bitcast(oa.data, _f32.as_pointer())
+        for i in range(ROWS):
+            for k in range(TOKENS):
+                j = i * TOKENS + k
+                a0, a1, a2, a3 = (builder.load(builder.gep(parked, [c(ch * ROWS * TOKENS + j)])) for ch in range(4))
+                s = _tree_sum(builder, builder.fadd(builder.fadd(a0, a2), builder.fadd(a1, a3)), builder.fadd)
+                at = builder.add(builder.mul(builder.add(t0_, c(k)), n_out), builder.add(r0_, c(i)))
+                builder.store(s, builder.gep(optr, [at]))
+        return context.get_dummy_value()
+    return types.none(out, w, types.intp, x, types.intp, types.intp), codegen
+
+
+if numba.config.DISABLE_JIT:  # numpy twin of the same name, to step through kernels
+    from workbench.kernels.isa.numpy_twins import f32_tile  # noqa: F401, F811, E402
