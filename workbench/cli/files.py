@@ -172,12 +172,13 @@ def _print_kernels(file: str | None, as_json: bool) -> int:
     if as_json:
         print(json.dumps({"cpu": cache.cpu_name(), "variants": rows}))
         return 0
-    print(f"matvec kernels on this CPU ({cache.cpu_name()}); * = chosen here, + = the default now if another")
+    print(f"matvec kernels on this CPU ({cache.cpu_name()}); * = chosen here, + = the default now if another, "
+          "r = what a model loaded here runs instead, on weights repacked at load")
     for f in formats:
         row = FORMATS[f]
         print(f"  {f} (GGML type {row.ggml_type}, {row.block_size} in {row.type_size} bytes, x as {row.vec_dot})")
         for r in (r for r in rows if r["format"] == f):
-            mark = "*" if r["chosen for this CPU"] else ("+" if r["default now"] else " ")
+            mark = "*" if r["chosen for this CPU"] else ("+" if r["default now"] else ("r" if r["repacked here"] else " "))
             needs = "" if r["needs"] == "-" else f" [needs {r['needs']}{'' if r['runs here'] else ': not here'}]"
             ref = " (reference)" if r["reference"] else ""
             print(f"   {mark} {r['variant']:<16} {r['summary']}{ref}{needs}")

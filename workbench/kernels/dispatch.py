@@ -152,16 +152,17 @@ def registry_version() -> int:
 
 def describe_variants(fmt: str) -> list[dict]:
     """Every matvec variant of `fmt`: name, what it does, what it needs, whether this CPU
-    runs it, which one the CPU's choice and the registry's default are (a repacking
-    variant the loader picks for this CPU is "chosen" too: it runs on repacked weights)."""
+    runs it, which one the CPU's choice and the registry's default are, and which one a
+    model loaded here runs instead, on weights repacked at load ("repacked here")."""
     f = format_named(fmt)
     chosen, current = f.choose(cpu_features()), default_name("matvec", f.name)
     rows = [{"format": f.name, "variant": v.name, "summary": v.summary, "needs": ",".join(v.needs) or "-",
              "runs here": all(n in cpu_features() for n in v.needs), "reference": v.reference,
-             "chosen for this CPU": v.name == chosen or v is f.layout_for(cpu_features()),
+             "chosen for this CPU": v.name == chosen, "repacked here": v is f.layout_for(cpu_features()),
              "default now": v.name == current}
             for v in f.variants]
     rows += [{"format": f.name, "variant": name, "summary": "registered from Python", "needs": "-",
-              "runs here": True, "reference": False, "chosen for this CPU": False, "default now": name == current}
+              "runs here": True, "reference": False, "chosen for this CPU": False, "repacked here": False,
+              "default now": name == current}
              for name, fn in variants("matvec", f.name).items() if getattr(fn, "into", None) not in _CODES]
     return rows
