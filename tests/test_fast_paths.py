@@ -133,10 +133,11 @@ def test_swiglu_in_place_equals_out_of_place():
         assert np.array_equal(want.view(np.uint32), g2.view(np.uint32))
 
 
-@pytest.mark.parametrize("rows, cols, T", [(4, 64, 6), (7, 100, 13), (33, 1152, 60), (9, 200, 97)])
+@pytest.mark.parametrize("rows, cols, T", [(4, 64, 6), (7, 100, 13), (33, 1152, 60), (9, 200, 97), (8, 128, 32), (5, 64, 5)])
 def test_f32_prefill_tiles_give_each_token_the_bits_of_decode(rows, cols, T):
-    """The f32 prefill (4 x 6 tiles, the four chains one after another, token blocks of 48,
-    columns past the last 64 one by one) against one-token calls of the same kernel."""
+    """The f32 prefill (4 x 6 tiles, the last tokens in a narrower one, the four chains one
+    after another, token blocks of 48, columns past the last 64 one by one) against
+    one-token calls of the same kernel."""
     from workbench.kernels.formats.floats import matvec_f32_lanes64, matvec_f32_lanes64_serial
 
     rng = np.random.default_rng(rows * cols + T)

@@ -13,6 +13,7 @@ import workbench
 from tests._models import smollm2_path
 from tests.test_compiled_step import greedy_logits
 from workbench.errors import ParameterError
+from workbench.kernels import registry
 from workbench.kernels.formats import q4_0_rows16, q5_0_rows16, q8_0_rows16
 from workbench.kernels.isa.x86 import cpu_features
 from workbench.kernels.table import FORMATS
@@ -78,6 +79,15 @@ def test_a_repacked_model_gives_the_same_logits_and_keeps_its_kernel(fmt):
     assert rows16.kernels[fmt] == "rows16_serial"
     for a, b in zip(greedy_logits(rows16, None), want):
         assert np.array_equal(a, b)
+    rows16.kernels = {}
+    before = registry.default_name("matvec", fmt)
+    registry.set_default("matvec", fmt, "one_row")  # a registry kernel reads GGUF bytes: refused, not ignored
+    try:
+        with pytest.raises(ParameterError, match="load it with repack=False"):
+            rows16.generate("Hi", max_tokens=2)
+    finally:
+        registry.set_default("matvec", fmt, before)
+    assert rows16.generate("Hi", max_tokens=2).tokens
 
 
 @pytest.mark.slow
@@ -85,6 +95,8 @@ def test_the_profile_and_the_cpu_decide_whether_to_repack():
     smollm2_path()
     baseline = workbench.load("smollm2-135m:q4_0", profile="baseline", n_ctx=64)
     assert not _repacked_lines(baseline) and baseline.kernels["q4_0"] == FORMATS["q4_0"].choose(cpu_features())
+    kept = workbench.load("smollm2-135m:q4_0", n_ctx=64, repack=False)
+    assert not _repacked_lines(kept)
     default = workbench.load("smollm2-135m:q4_0", n_ctx=64)
     layout = FORMATS["q4_0"].layout_for(cpu_features())
     assert bool(_repacked_lines(default)) == (layout is not None)

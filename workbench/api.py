@@ -301,6 +301,7 @@ def load(
     quantize_lm_head: bool | None = UNSET,
     requantize: bool = UNSET,
     fuse: bool = UNSET,
+    repack: bool = UNSET,
     kv_type: str = UNSET,
     profile: str | None = None,
     kernels: dict | None = None,
@@ -315,7 +316,10 @@ def load(
     float linear layers whose larger dimension is >= `quant_threshold` are quantized to
     `quant_type` ("q8_0" or "q4_0"; None: no quantization); `quantize_lm_head` forces
     the lm_head either way; `requantize` also converts weights the file stores
-    quantized; `fuse` joins Q/K/V and gate+up. `threads`: None for all of numba's.
+    quantized; `fuse` joins Q/K/V and gate+up; `repack` lets the loader rearrange a
+    format's blocks for a faster kernel where this CPU has one (Q4_0 / Q5_0 / Q8_0
+    `rows16` with AVX-512 VNNI; False keeps the file's layout, which kernels registered
+    from Python need). `threads`: None for all of numba's.
     `kv_type`: the KV cache's precision, "f16" (every profile's: llama.cpp's cache and
     arithmetic, greedy tokens equal to llama.cpp's) or "f32" (attention in float32 as
     transformers: logits within 1e-4 of it, twice the cache memory). `kernels`: a
@@ -323,8 +327,8 @@ def load(
     left out run the variant chosen for this CPU."""
     choices = check_choices(kernels)
     opts = resolve_options(profile, quant_threshold=quant_threshold, quant_type=quant_type,
-                           quantize_lm_head=quantize_lm_head, requantize=requantize, fuse=fuse, threads=threads,
-                           kv_type=kv_type)
+                           quantize_lm_head=quantize_lm_head, requantize=requantize, fuse=fuse, repack=repack,
+                           threads=threads, kv_type=kv_type)
     _check_threads(opts.threads)  # every value is checked before any file is opened
     if n_ctx is not None:
         check_int("n_ctx", n_ctx, 1)

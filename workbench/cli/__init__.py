@@ -11,7 +11,7 @@
 
 Load options: --threads N, --ctx N, --profile {baseline,optimized,aggressive},
 --quant-threshold N|off, --quant-type {q8_0,q4_0}, --quantize-lm-head/--keep-lm-head,
---requantize, --no-fuse, --kv-type {f16,f32}. SOURCE: a catalog name or derived variant
+--requantize, --no-fuse, --no-repack, --kv-type {f16,f32}. SOURCE: a catalog name or derived variant
 (smollm2-135m:q4_0), a GGUF file, an HF directory or an HF repo id.
     workbench bench SOURCE... [-m SOURCE] [-p 32] [-n 64] [-pg 32,64] [-d 0,512] [-t 1,2] [-r 5]
                     [--peer llamacpp] [-o md|csv|json|jsonl]

@@ -49,6 +49,8 @@ def add_load_args(p: argparse.ArgumentParser) -> None:
                    help="also convert weights the file stores quantized")
     p.add_argument("--no-fuse", dest="fuse", action="store_false", default=argparse.SUPPRESS,
                    help="keep Q/K/V and gate/up as separate matrices")
+    p.add_argument("--no-repack", dest="repack", action="store_false", default=argparse.SUPPRESS,
+                   help="keep every weight in the file's layout (no rows16 repacking at load)")
     p.add_argument("--kv-type", choices=list(KV_TYPES), default=argparse.SUPPRESS,
                    help="KV cache precision: f16 (default, llama.cpp's) or f32 (float32 attention, as transformers)")
     p.add_argument("--kernels", type=kernel_choices, default=argparse.SUPPRESS, metavar="FMT=NAME[,...]",
@@ -91,7 +93,8 @@ def load_model(args):
     import workbench
 
     given = {k: getattr(args, k) for k in ("threads", "quant_threshold", "quant_type", "quantize_lm_head",
-                                           "requantize", "fuse", "kv_type", "kernels") if hasattr(args, k)}
+                                           "requantize", "fuse", "repack", "kv_type", "kernels")
+             if hasattr(args, k)}
     model = workbench.load(args.source, n_ctx=args.ctx, profile=args.profile, **given)
     if model.load_report.compiled:  # the first run on this CPU: say where the seconds went
         print(f"workbench: compiled for this CPU in {model.load_report.warm_up_seconds:.1f} s "

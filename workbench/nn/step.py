@@ -59,7 +59,8 @@ from workbench.kernels.dispatch import (
 from workbench.kernels.half import F16_TO_F32
 from workbench.kernels.jit import njit_serial, njit_uncached
 from workbench.kernels.norms import layernorm_f32, layernorm_f32_parallel, rmsnorm_f32, rmsnorm_f32_parallel
-from workbench.kernels.registry import default
+from workbench.kernels.isa.x86 import cpu_features
+from workbench.kernels.registry import default, default_name
 from workbench.kernels.rope import rope_f32, rope_f32_parallel
 from workbench.kernels.table import FORMATS
 from workbench.nn import costs
@@ -304,6 +305,12 @@ class Products:
     def record(self) -> ProductsRecord:
         """The step's view, kernel codes refreshed whenever the registry changed."""
         if self._version != registry_version():
+            for fmt, layout in self.layouts.items():
+                name = default_name("matvec", fmt)
+                if layout and fmt not in self.choices and name != FORMATS[fmt].choose(cpu_features()):
+                    raise ParameterError(f"the registry's default {fmt} kernel is now {name!r}, which reads the "
+                                         f"GGUF layout, but this model's {fmt} weights were repacked at load for "
+                                         f"{layout}: load it with repack=False to run the registry's kernels")
             codes = np.zeros(self.index.shape, np.int64)
             for at in zip(*np.nonzero(self.index >= 0)):
                 codes[at] = self._code(self.formats[at])

@@ -208,6 +208,23 @@ def _tile(ra, rb, x, t, half):
     return vsum4(a0, a1, a2, a3), vsum4(b0, b1, b2, b3), vsum4(c0, c1, c2, c3), vsum4(d0, d1, d2, d3)
 
 
+@njit_serial
+def _f32_tile_of(out, w, r, x, t, chunks, n):
+    """`f32_tile` for n tokens (its token count is a literal)."""
+    if n == 6:
+        f32_tile(out, w, r, x, t, chunks, 6)
+    elif n == 5:
+        f32_tile(out, w, r, x, t, chunks, 5)
+    elif n == 4:
+        f32_tile(out, w, r, x, t, chunks, 4)
+    elif n == 3:
+        f32_tile(out, w, r, x, t, chunks, 3)
+    elif n == 2:
+        f32_tile(out, w, r, x, t, chunks, 2)
+    else:
+        f32_tile(out, w, r, x, t, chunks, 1)
+
+
 def _matvec_f32(out, w, x, i8, i32, f32):
     # (no scratch: x is used as it is)
     # W (rows, cols*4) @ x (T, cols) -> out (T, rows)
@@ -215,14 +232,16 @@ def _matvec_f32(out, w, x, i8, i32, f32):
     body = cols - cols % STEP
     # prefill: tiles of TILE_ROWS rows x TILE_TOKENS tokens (`isa.f32_tile`), tokens in
     # blocks of TOKEN_BLOCK so that the block of x is reused by every row of the matrix
-    rows, tiled = w.shape[0] - w.shape[0] % TILE_ROWS, T - T % TILE_TOKENS
+    # (the last tokens in a narrower tile: one more pass over the weights costs more)
+    rows, tiled = w.shape[0] - w.shape[0] % TILE_ROWS, T if T >= TILE_TOKENS else 0
     for t0 in range(0, tiled, TOKEN_BLOCK):
         for g in prange(rows // TILE_ROWS):
             r = TILE_ROWS * g
             for t in range(t0, min(t0 + TOKEN_BLOCK, tiled), TILE_TOKENS):
-                f32_tile(out, w, r, x, t, body // STEP)
+                n = min(TILE_TOKENS, tiled - t)
+                _f32_tile_of(out, w, r, x, t, body // STEP, n)
                 for i in range(TILE_ROWS):  # the columns past the last chunk, one by one
-                    for k in range(TILE_TOKENS):
+                    for k in range(n):
                         s = out[t + k, r + i]
                         for j in range(body, cols):
                             s += load_f32(w[r + i], 4 * j) * x[t + k, j]

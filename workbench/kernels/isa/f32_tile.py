@@ -25,12 +25,17 @@ LANES, CHAINS = 16, 4
 
 
 @intrinsic
-def f32_tile(typingctx, out, w, r0, x, t0, chunks):
+def f32_tile(typingctx, out, w, r0, x, t0, chunks, tokens):
     """out[t0 + k, r0 + i] = row r0 + i of w (float32 bytes, uint8 (rows, cols * 4)) dot
     token t0 + k of x (float32 (T, cols)) over the first 64 * chunks columns, reduced as
-    `vsum4`, for i < ROWS, k < TOKENS (the caller adds the columns past the last chunk)."""
+    `vsum4`, for i < ROWS, k < tokens (a literal, at most TOKENS: the last tokens of a
+    prompt take a narrower tile); the caller adds the columns past the last chunk."""
+    if not isinstance(tokens, types.IntegerLiteral) or not 1 <= tokens.literal_value <= TOKENS:
+        return None
+    n_tok = tokens.literal_value
+
     def codegen(context, builder, sig, args):
-        out_, w_, r0_, x_, t0_, chunks_ = args
+        out_, w_, r0_, x_, t0_, chunks_, _ = args
         wa = context.make_array(sig.args[1])(context, builder, value=w_)
         xa = context.make_array(sig.args[3])(context, builder, value=x_)
         oa = context.make_array(sig.args[0])(context, builder, value=out_)
@@ -43,9 +48,9 @@ def f32_tile(typingctx, out, w, r0, x, t0, chunks):
         xptr = builder.bitcast(xa.data, _f32.as_pointer())
         c = lambda n: ir.Constant(intp, n)  # noqa: E731
         w_rows = [builder.gep(wptr, [builder.mul(builder.add(r0_, c(i)), rb)]) for i in range(ROWS)]
-        x_rows = [builder.gep(xptr, [builder.mul(builder.add(t0_, c(k)), cols)]) for k in range(TOKENS)]
-        parked = cgutils.alloca_once(builder, v16, size=c(CHAINS * ROWS * TOKENS))
-        accs = [cgutils.alloca_once(builder, v16) for _ in range(ROWS * TOKENS)]
+        x_rows = [builder.gep(xptr, [builder.mul(builder.add(t0_, c(k)), cols)]) for k in range(n_tok)]
+        parked = cgutils.alloca_once(builder, v16, size=c(CHAINS * ROWS * n_tok))
+        accs = [cgutils.alloca_once(builder, v16) for _ in range(ROWS * n_tok)]
         for chain in range(CHAINS):
             for a in accs:
                 builder.store(_const(_f32, LANES, 0.0), a)
@@ -56,20 +61,20 @@ def f32_tile(typingctx, out, w, r0, x, t0, chunks):
                 for k, p in enumerate(x_rows):
                     xv = builder.load(builder.bitcast(builder.gep(p, [col]), v16.as_pointer()), align=4)
                     for i in range(ROWS):
-                        a = accs[i * TOKENS + k]
+                        a = accs[i * n_tok + k]
                         builder.store(_fma(builder, wv[i], xv, builder.load(a)), a)
             for j, a in enumerate(accs):
-                builder.store(builder.load(a), builder.gep(parked, [c(chain * ROWS * TOKENS + j)]))
+                builder.store(builder.load(a), builder.gep(parked, [c(chain * ROWS * n_tok + j)]))
         optr = builder.bitcast(oa.data, _f32.as_pointer())
         for i in range(ROWS):
-            for k in range(TOKENS):
-                j = i * TOKENS + k
-                a0, a1, a2, a3 = (builder.load(builder.gep(parked, [c(ch * ROWS * TOKENS + j)])) for ch in range(4))
+            for k in range(n_tok):
+                j = i * n_tok + k
+                a0, a1, a2, a3 = (builder.load(builder.gep(parked, [c(ch * ROWS * n_tok + j)])) for ch in range(4))
                 s = _tree_sum(builder, builder.fadd(builder.fadd(a0, a2), builder.fadd(a1, a3)), builder.fadd)
                 at = builder.add(builder.mul(builder.add(t0_, c(k)), n_out), builder.add(r0_, c(i)))
                 builder.store(s, builder.gep(optr, [at]))
         return context.get_dummy_value()
-    return types.none(out, w, types.intp, x, types.intp, types.intp), codegen
+    return types.none(out, w, types.intp, x, types.intp, types.intp, tokens), codegen
 
 
 if numba.config.DISABLE_JIT:  # numpy twin of the same name, to step through kernels

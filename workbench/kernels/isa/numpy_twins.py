@@ -368,11 +368,10 @@ def chunks16_q5(w, o):
             out[k] = nib | (bits << 4)
     return tuple(out)
 
-def f32_tile(out, w, r0, x, t0, chunks):
-    cols = x.shape[1]
+def f32_tile(out, w, r0, x, t0, chunks, tokens):
     for i in range(4):
         row = w[r0 + i].view(_np.float32)
-        for k in range(6):
+        for k in range(tokens):
             xv = x[t0 + k]
             acc = [_np.zeros(16, _np.float32) for _ in range(4)]
             for m in range(chunks):
