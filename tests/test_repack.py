@@ -101,3 +101,25 @@ def test_the_profile_and_the_cpu_decide_whether_to_repack():
     layout = FORMATS["q4_0"].layout_for(cpu_features())
     assert bool(_repacked_lines(default)) == (layout is not None)
     assert default.kernels["q4_0"] == (layout.name if layout else FORMATS["q4_0"].choose(cpu_features()))
+
+
+def test_a_repacked_weight_runs_its_own_kernel_and_checks_its_inputs():
+    from workbench.errors import ShapeError, UnsupportedError
+    from workbench.kernels.linear import Weight
+    from workbench.quant import quantize_ref
+
+    rng = np.random.default_rng(4)
+    w = quantize_ref("q4_0", rng.standard_normal((40, 64)).astype(np.float32))
+    plain, packed = Weight(w, "q4_0"), Weight(q4_0_rows16.repack(w), "q4_0", layout="rows16")
+    x = rng.standard_normal((3, 64)).astype(np.float32)
+    want = plain.matvec(np.empty((3, 40), np.float32), x)
+    # out and x both own their memory (no base): the checked path; out a view: the fast one
+    assert np.array_equal(packed.matvec(np.empty((3, 40), np.float32), x).view(np.uint32), want.view(np.uint32))
+    buf = np.empty((2, 3, 40), np.float32)
+    assert np.array_equal(packed.matvec(buf[0], x).view(np.uint32), want.view(np.uint32))
+    with pytest.raises(ShapeError, match="32 columns, expected 64"):
+        packed.matvec(np.empty((3, 40), np.float32), np.ones((3, 32), np.float32))
+    with pytest.raises(ShapeError, match="out must have shape"):
+        packed.matvec(np.empty((3, 41), np.float32), x)
+    with pytest.raises(UnsupportedError, match="reads the GGUF layout"):
+        Weight(w, "q4_0", layout="row_groups")

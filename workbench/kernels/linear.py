@@ -140,7 +140,9 @@ class Weight:
             return out
         if self._kernel is None:
             return linear(out, self.w, x, self.fmt, self.name)
-        _check_f32(x, "x", self.name, (x.shape[0] if isinstance(x, np.ndarray) and x.ndim == 2 else 0, self.cols))
+        _check_f32(x, "x", self.name)  # a repacked weight: its own kernel, after the checks `linear` makes
+        if x.shape[1] != self.cols:
+            raise ShapeError(f"{self.name}: x has {x.shape[1]} columns, expected {self.cols}")
         _check_f32(out, "out", self.name, (x.shape[0], self.rows))
         if not out.flags.writeable or np.may_share_memory(out, x):
             raise ShapeError(f"{self.name}: out must be writeable and must not overlap x")
