@@ -19,6 +19,7 @@ acc = fmaf(float(sumi), d_w * d_x, acc) from acc = 0, block after block.
 import numpy as np
 from numba import prange
 
+from workbench.kernels.formats import groups16
 from workbench.kernels.formats.activations import quantize_rows_q8_0
 from workbench.kernels.formats.rows import AHEAD, QK, prefetch_bytes, q8_0_scratch
 from workbench.kernels.isa.pairs import scales4
@@ -29,38 +30,18 @@ from workbench.kernels.isa.x86 import lane, zeros_f32x4
 from workbench.kernels.jit import njit_parallel, njit_serial
 
 BLOCK = 18
-GROUP = 16  # rows per interleaved group
+GROUP = groups16.GROUP  # rows per interleaved group
 GROUP_BLOCK = GROUP * BLOCK  # 288 bytes: the group's scales, then its four nibble chunks
-
-
-def _groups(w: np.ndarray) -> int:
-    return w.shape[0] // GROUP
 
 
 def repack(w: np.ndarray) -> np.ndarray:
     """GGUF q4_0 bytes (rows, row_bytes) -> the sixteen-row layout, same shape (a new array)."""
-    rows, rb = w.shape
-    nb, g = rb // BLOCK, _groups(w)
-    blocks = w[: GROUP * g].reshape(g, GROUP, nb, BLOCK)
-    scales = blocks[..., :2].transpose(0, 2, 1, 3).reshape(g, nb, 2 * GROUP)
-    chunks = blocks[..., 2:].reshape(g, GROUP, nb, 4, 4).transpose(0, 2, 3, 1, 4).reshape(g, nb, 4 * 4 * GROUP)
-    out = np.empty_like(w)
-    out[: GROUP * g] = np.concatenate([scales, chunks], axis=-1).reshape(GROUP * g, rb)
-    out[GROUP * g :] = w[GROUP * g :]
-    return out
+    return groups16.repack_scaled(w, BLOCK)
 
 
 def unpack(w: np.ndarray) -> np.ndarray:
     """The inverse of `repack`: the GGUF layout again."""
-    rows, rb = w.shape
-    nb, g = rb // BLOCK, _groups(w)
-    packed = w[: GROUP * g].reshape(g, nb, GROUP_BLOCK)
-    scales = packed[..., : 2 * GROUP].reshape(g, nb, GROUP, 2).transpose(0, 2, 1, 3)
-    qs = packed[..., 2 * GROUP :].reshape(g, nb, 4, GROUP, 4).transpose(0, 3, 1, 2, 4).reshape(g, GROUP, nb, 16)
-    out = np.empty_like(w)
-    out[: GROUP * g] = np.concatenate([scales, qs], axis=-1).reshape(GROUP * g, rb)
-    out[GROUP * g :] = w[GROUP * g :]
-    return out
+    return groups16.unpack_scaled(w, BLOCK)
 
 
 @njit_serial

@@ -15,7 +15,7 @@ per row), shared with q8_0 in `rows16_lanes8`, so results are equal bit for bit.
 import numpy as np
 from numba import prange
 
-from workbench.kernels.formats import rows16_lanes8
+from workbench.kernels.formats import groups16, rows16_lanes8
 from workbench.kernels.formats.activations import quantize_rows_q8_0
 from workbench.kernels.formats.rows import AHEAD, QK, prefetch_bytes, q8_0_scratch, sums_of_4
 from workbench.kernels.isa.pairs import dot4_pair_small, fma_pair, load_i32x8_twice, q5_pair, scales_quad
@@ -24,46 +24,29 @@ from workbench.kernels.isa.x86 import hsum_hi, hsum_lo
 from workbench.kernels.jit import njit_parallel, njit_serial
 
 BLOCK = 22
-GROUP = 16
+GROUP = groups16.GROUP
 GROUP_BLOCK = GROUP * BLOCK  # 352 bytes: scales, masks, nibble chunks
-
-
-def _split(w: np.ndarray):
-    rows, rb = w.shape
-    return rb // BLOCK, rows // GROUP
 
 
 def repack(w: np.ndarray) -> np.ndarray:
     """GGUF q5_0 bytes (rows, row_bytes) -> the sixteen-row layout, same shape (a new array)."""
-    rows, rb = w.shape
-    nb, g = _split(w)
-    blocks = w[: GROUP * g].reshape(g, GROUP, nb, BLOCK)
-    scales = blocks[..., :2].transpose(0, 2, 1, 3).reshape(g, nb, 2 * GROUP)
-    qh = np.ascontiguousarray(blocks[..., 2:6]).view("<u4")[..., 0].transpose(0, 2, 1)  # (g, nb, 16 rows)
+    b, g = groups16.blocks(w, BLOCK)
+    nb = b.shape[2]
+    qh = np.ascontiguousarray(b[..., 2:6]).view("<u4")[..., 0].transpose(0, 2, 1)  # (g, nb, 16 rows)
     bits = (qh[..., None] >> np.arange(32, dtype=np.uint32)) & np.uint32(1)  # (g, nb, 16, 32 values)
     bits = bits.reshape(g, nb, GROUP, 8, 4).transpose(0, 1, 3, 2, 4).reshape(g, nb, 8, 64)  # mask k, bit 4r + j
     masks = np.packbits(bits.astype(np.uint8), axis=-1, bitorder="little").reshape(g, nb, 64)
-    chunks = blocks[..., 6:].reshape(g, GROUP, nb, 4, 4).transpose(0, 2, 3, 1, 4).reshape(g, nb, 16 * GROUP)
-    out = np.empty_like(w)
-    out[: GROUP * g] = np.concatenate([scales, masks, chunks], axis=-1).reshape(GROUP * g, rb)
-    out[GROUP * g :] = w[GROUP * g :]
-    return out
+    return groups16.joined(w, g, [groups16.pieces(b, 0, 2, 2), masks, groups16.pieces(b, 6, BLOCK, 4)])
 
 
 def unpack(w: np.ndarray) -> np.ndarray:
     """The inverse of `repack`: the GGUF layout again."""
-    rows, rb = w.shape
-    nb, g = _split(w)
+    g, nb = w.shape[0] // GROUP, w.shape[1] // BLOCK
     packed = w[: GROUP * g].reshape(g, nb, GROUP_BLOCK)
-    scales = packed[..., :32].reshape(g, nb, GROUP, 2).transpose(0, 2, 1, 3)
     bits = np.unpackbits(packed[..., 32:96].reshape(g, nb, 8, 8), axis=-1, bitorder="little")  # (g, nb, 8, 64)
     bits = bits.reshape(g, nb, 8, GROUP, 4).transpose(0, 3, 1, 2, 4).reshape(g, GROUP, nb, 32)
     qh = np.packbits(bits, axis=-1, bitorder="little")  # (g, 16, nb, 4): the u32 qh, little-endian
-    qs = packed[..., 96:].reshape(g, nb, 4, GROUP, 4).transpose(0, 3, 1, 2, 4).reshape(g, GROUP, nb, 16)
-    out = np.empty_like(w)
-    out[: GROUP * g] = np.concatenate([scales, qh, qs], axis=-1).reshape(GROUP * g, rb)
-    out[GROUP * g :] = w[GROUP * g :]
-    return out
+    return groups16.joined(w, g, [groups16.rows_of(packed[..., :32], 2), qh, groups16.rows_of(packed[..., 96:], 4)])
 
 
 @njit_serial

@@ -17,7 +17,7 @@ bit for bit.
 import numpy as np
 from numba import prange
 
-from workbench.kernels.formats import rows16_lanes8
+from workbench.kernels.formats import groups16, rows16_lanes8
 from workbench.kernels.formats.activations import quantize_rows_q8_0
 from workbench.kernels.formats.rows import AHEAD, QK, prefetch_bytes, q8_0_scratch, sums_of_4
 from workbench.kernels.isa.pairs import dot4_pair, fma_pair, load_i32x8_twice, q8_pair, scales_quad
@@ -26,34 +26,18 @@ from workbench.kernels.isa.x86 import hsum_hi, hsum_lo
 from workbench.kernels.jit import njit_parallel, njit_serial
 
 BLOCK = 34
-GROUP = 16
+GROUP = groups16.GROUP
 GROUP_BLOCK = GROUP * BLOCK  # 544 bytes: the group's scales, then its eight chunks
 
 
 def repack(w: np.ndarray) -> np.ndarray:
     """GGUF q8_0 bytes (rows, row_bytes) -> the sixteen-row layout, same shape (a new array)."""
-    rows, rb = w.shape
-    nb, g = rb // BLOCK, rows // GROUP
-    blocks = w[: GROUP * g].reshape(g, GROUP, nb, BLOCK)
-    scales = blocks[..., :2].transpose(0, 2, 1, 3).reshape(g, nb, 2 * GROUP)
-    chunks = blocks[..., 2:].reshape(g, GROUP, nb, 8, 4).transpose(0, 2, 3, 1, 4).reshape(g, nb, 32 * GROUP)
-    out = np.empty_like(w)
-    out[: GROUP * g] = np.concatenate([scales, chunks], axis=-1).reshape(GROUP * g, rb)
-    out[GROUP * g :] = w[GROUP * g :]
-    return out
+    return groups16.repack_scaled(w, BLOCK)
 
 
 def unpack(w: np.ndarray) -> np.ndarray:
     """The inverse of `repack`: the GGUF layout again."""
-    rows, rb = w.shape
-    nb, g = rb // BLOCK, rows // GROUP
-    packed = w[: GROUP * g].reshape(g, nb, GROUP_BLOCK)
-    scales = packed[..., : 2 * GROUP].reshape(g, nb, GROUP, 2).transpose(0, 2, 1, 3)
-    qs = packed[..., 2 * GROUP :].reshape(g, nb, 8, GROUP, 4).transpose(0, 3, 1, 2, 4).reshape(g, GROUP, nb, 32)
-    out = np.empty_like(w)
-    out[: GROUP * g] = np.concatenate([scales, qs], axis=-1).reshape(GROUP * g, rb)
-    out[GROUP * g :] = w[GROUP * g :]
-    return out
+    return groups16.unpack_scaled(w, BLOCK)
 
 
 @njit_serial
