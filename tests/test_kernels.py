@@ -344,8 +344,9 @@ for fmt in ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k"
         w = gemma.raw("blk.0.ffn_down.weight")[:8]
     else:
         w = quantize_ref(fmt, dense)
-    x = rng.standard_normal((2, dequantize_ref(fmt, w[:1]).shape[1])).astype(np.float32)
-    out = linear(np.empty((2, 8), np.float32), w, x, fmt)
+    T = 7 if fmt == "f32" else 2  # f32: 7 tokens take its prefill tiles (6 and 1) on packed x
+    x = rng.standard_normal((T, dequantize_ref(fmt, w[:1]).shape[1])).astype(np.float32)
+    out = linear(np.empty((T, 8), np.float32), w, x, fmt)
     vd = FORMATS[fmt].vec_dot
     xa = dequantize_ref(vd, quantize_activation_ref(vd, x)).astype(np.float64)
     W = dequantize_ref(fmt, w).astype(np.float64)

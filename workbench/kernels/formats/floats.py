@@ -32,7 +32,7 @@ from workbench.kernels.formats.activations import round_rows_bf16, round_rows_f1
 from workbench.kernels.formats.base import SERIAL, Variant, WeightFormat
 from workbench.kernels.isa.f32_tile import ROWS as TILE_ROWS
 from workbench.kernels.isa.f32_tile import TOKENS as TILE_TOKENS
-from workbench.kernels.isa.f32_tile import f32_tile
+from workbench.kernels.isa.f32_tile import f32_tile, pack_tiles
 from workbench.kernels.isa.vectors import (
     LANES,
     _f16,
@@ -131,10 +131,11 @@ def get_rows_bf16(out, w, ids):
 # ---- matvec ---------------------------------------------------------------------------------
 
 STEP = 4 * LANES  # columns per chunk: four accumulators of 16 lanes
-# tokens per block of an f32 prefill: AMD EPYC Zen 4, 1 thread, T = 516, the 2 x 2 tile
-# before it / this tile with 48 / with 18: 1152 x 6912 at 252 / 161 / 190 ms, 13824 x 1152
-# at 312 / 288 / 337 ms (noisy: +-15% between runs)
-TOKEN_BLOCK = 48
+# tokens per block of an f32 prefill: AMD EPYC Zen 4, T = 504, x packed, GFLOP/s at 1 / 2
+# threads for 13824 x 1152: blocks of 48 at 58 / 111, 96 at 68-76 / 70-126, 192 at 72-78 /
+# 93-121, all 504 at 76 / 128; 1152 x 6912: 48 at 52 / 103, 192 at 60-64 / 123-126, 504 at
+# 48 / 104 (its block of x, 14 MB, no longer stays in L3 beside the weights); noisy, +-15%
+TOKEN_BLOCK = 192
 
 
 @intrinsic
@@ -226,20 +227,23 @@ def _f32_tile_of(out, w, r, x, t, chunks, n):
 
 
 def _matvec_f32(out, w, x, i8, i32, f32):
-    # (no scratch: x is used as it is)
-    # W (rows, cols*4) @ x (T, cols) -> out (T, rows)
+    # W (rows, cols*4) @ x (T, cols) -> out (T, rows); f32: room for x packed
     T, cols = x.shape
     body = cols - cols % STEP
-    # prefill: tiles of TILE_ROWS rows x TILE_TOKENS tokens (`isa.f32_tile`), tokens in
-    # blocks of TOKEN_BLOCK so that the block of x is reused by every row of the matrix
-    # (the last tokens in a narrower tile: one more pass over the weights costs more)
+    # prefill: tiles of TILE_ROWS rows x TILE_TOKENS tokens (`isa.f32_tile`) on x packed
+    # into f32 (or a buffer of its own when the caller gave less), tokens in blocks of
+    # TOKEN_BLOCK so that the block of x is reused by every row of the matrix (the last
+    # tokens in a narrower tile: one more pass over the weights costs more)
     rows, tiled = w.shape[0] - w.shape[0] % TILE_ROWS, T if T >= TILE_TOKENS else 0
+    xp = f32 if f32.size >= tiled * body else np.empty(tiled * body, np.float32)
+    if tiled:
+        pack_tiles(xp, x, body // STEP)
     for t0 in range(0, tiled, TOKEN_BLOCK):
         for g in prange(rows // TILE_ROWS):
             r = TILE_ROWS * g
             for t in range(t0, min(t0 + TOKEN_BLOCK, tiled), TILE_TOKENS):
                 n = min(TILE_TOKENS, tiled - t)
-                _f32_tile_of(out, w, r, x, t, body // STEP, n)
+                _f32_tile_of(out, w, r, xp, t, body // STEP, n)
                 for i in range(TILE_ROWS):  # the columns past the last chunk, one by one
                     for k in range(n):
                         s = out[t + k, r + i]

@@ -10,6 +10,12 @@ the chunks, each weight vector loaded once for TOKENS products and each x vector
 for ROWS (10 loads per 24 multiply-adds), then parks the chain on the stack; the four
 parked chains are reduced at the end. Each output's operations are the one-token
 path's, in its order, so its bits are too.
+
+The tile reads x packed (`pack_tiles`): each tile's tokens interleaved chain by chain,
+so that a chain's pass reads x as one sequential stream instead of `tokens` rows at a
+256-byte stride. AMD EPYC Zen 4, 1 thread, 48-token blocks: 13824 x 1152 from 43 to
+66 GFLOP/s, 1152 x 6912 from 45 to 57 (one run, interleaved; the weight rows stay as
+GGUF stores them and are reused from L1 across the block's tiles).
 """
 
 import numba
@@ -19,47 +25,52 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 from workbench.kernels.isa.vectors import _const, _f32, _fma, _tree_sum, _vt
+from workbench.kernels.jit import njit_serial
 
 ROWS, TOKENS = 4, 6  # the tile: 24 accumulators, 4 + 6 vector loads per 16 columns
 LANES, CHAINS = 16, 4
 
 
 @intrinsic
-def f32_tile(typingctx, out, w, r0, x, t0, chunks, tokens):
+def f32_tile(typingctx, out, w, r0, xp, t0, chunks, tokens):
     """out[t0 + k, r0 + i] = row r0 + i of w (float32 bytes, uint8 (rows, cols * 4)) dot
-    token t0 + k of x (float32 (T, cols)) over the first 64 * chunks columns, reduced as
-    `vsum4`, for i < ROWS, k < tokens (a literal, at most TOKENS: the last tokens of a
-    prompt take a narrower tile); the caller adds the columns past the last chunk."""
+    token t0 + k of x over the first 64 * chunks columns, reduced as `vsum4`, for
+    i < ROWS, k < tokens (a literal, at most TOKENS: the last tokens of a prompt take a
+    narrower tile); x comes packed by `pack_tiles` in xp (flat float32), the caller adds
+    the columns past the last chunk."""
     if not isinstance(tokens, types.IntegerLiteral) or not 1 <= tokens.literal_value <= TOKENS:
         return None
     n_tok = tokens.literal_value
 
     def codegen(context, builder, sig, args):
-        out_, w_, r0_, x_, t0_, chunks_, _ = args
+        out_, w_, r0_, xp_, t0_, chunks_, _ = args
         wa = context.make_array(sig.args[1])(context, builder, value=w_)
-        xa = context.make_array(sig.args[3])(context, builder, value=x_)
+        xa = context.make_array(sig.args[3])(context, builder, value=xp_)
         oa = context.make_array(sig.args[0])(context, builder, value=out_)
         intp = r0_.type
         rb = cgutils.unpack_tuple(builder, wa.shape, 2)[1]  # bytes per weight row
-        cols = cgutils.unpack_tuple(builder, xa.shape, 2)[1]
         n_out = cgutils.unpack_tuple(builder, oa.shape, 2)[1]
         v16 = _vt(_f32, LANES)
         wptr = builder.bitcast(wa.data, ir.IntType(8).as_pointer())
         xptr = builder.bitcast(xa.data, _f32.as_pointer())
         c = lambda n: ir.Constant(intp, n)  # noqa: E731
         w_rows = [builder.gep(wptr, [builder.mul(builder.add(r0_, c(i)), rb)]) for i in range(ROWS)]
-        x_rows = [builder.gep(xptr, [builder.mul(builder.add(t0_, c(k)), cols)]) for k in range(n_tok)]
+        # the tile's packed x: chain by chain, chunk by chunk, token by token, 16 lanes
+        step = c(n_tok * LANES)  # floats per chunk of one chain
+        tile_x = builder.gep(xptr, [builder.mul(builder.mul(t0_, chunks_), c(CHAINS * LANES))])
         parked = cgutils.alloca_once(builder, v16, size=c(CHAINS * ROWS * n_tok))
         accs = [cgutils.alloca_once(builder, v16) for _ in range(ROWS * n_tok)]
         for chain in range(CHAINS):
+            chain_x = builder.gep(tile_x, [builder.mul(builder.mul(chunks_, step), c(chain))])
             for a in accs:
                 builder.store(_const(_f32, LANES, 0.0), a)
             with cgutils.for_range(builder, chunks_) as loop:
                 col = builder.add(builder.mul(loop.index, c(CHAINS * LANES)), c(chain * LANES))
                 wv = [builder.load(builder.bitcast(builder.gep(p, [builder.mul(col, c(4))]), v16.as_pointer()),
                                    align=4) for p in w_rows]
-                for k, p in enumerate(x_rows):
-                    xv = builder.load(builder.bitcast(builder.gep(p, [col]), v16.as_pointer()), align=4)
+                chunk_x = builder.gep(chain_x, [builder.mul(loop.index, step)])
+                for k in range(n_tok):
+                    xv = builder.load(builder.bitcast(builder.gep(chunk_x, [c(k * LANES)]), v16.as_pointer()), align=4)
                     for i in range(ROWS):
                         a = accs[i * n_tok + k]
                         builder.store(_fma(builder, wv[i], xv, builder.load(a)), a)
@@ -74,7 +85,26 @@ def f32_tile(typingctx, out, w, r0, x, t0, chunks, tokens):
                 at = builder.add(builder.mul(builder.add(t0_, c(k)), n_out), builder.add(r0_, c(i)))
                 builder.store(s, builder.gep(optr, [at]))
         return context.get_dummy_value()
-    return types.none(out, w, types.intp, x, types.intp, types.intp, tokens), codegen
+    return types.none(out, w, types.intp, xp, types.intp, types.intp, tokens), codegen
+
+
+@njit_serial
+def pack_tiles(xp, x, chunks):
+    """x (T, cols) float32 -> xp (flat, at least T * 64 * chunks): the tile of tokens
+    t0 .. t0 + n - 1 (t0 a multiple of TOKENS, n = min(TOKENS, T - t0)) starts at
+    t0 * 64 * chunks and holds, for chain c, chunk m, token k, the 16 columns
+    64m + 16c .. 64m + 16c + 15 of token t0 + k at (c * chunks + m) * n * 16 + k * 16."""
+    T = x.shape[0]
+    for t0 in range(0, T, TOKENS):
+        n = min(TOKENS, T - t0)
+        base = t0 * chunks * CHAINS * LANES
+        for c in range(CHAINS):
+            for m in range(chunks):
+                o = base + (c * chunks + m) * n * LANES
+                for k in range(n):
+                    src = x[t0 + k]
+                    for lane in range(LANES):
+                        xp[o + k * LANES + lane] = src[64 * m + 16 * c + lane]
 
 
 if numba.config.DISABLE_JIT:  # numpy twin of the same name, to step through kernels

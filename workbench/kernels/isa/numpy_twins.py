@@ -368,14 +368,14 @@ def chunks16_q5(w, o):
             out[k] = nib | (bits << 4)
     return tuple(out)
 
-def f32_tile(out, w, r0, x, t0, chunks, tokens):
+def f32_tile(out, w, r0, xp, t0, chunks, tokens):
+    tile = xp[t0 * chunks * 64 : (t0 + tokens) * chunks * 64].reshape(4, chunks, tokens, 16)
     for i in range(4):
         row = w[r0 + i].view(_np.float32)
         for k in range(tokens):
-            xv = x[t0 + k]
             acc = [_np.zeros(16, _np.float32) for _ in range(4)]
             for m in range(chunks):
                 for c in range(4):
                     j = 64 * m + 16 * c
-                    acc[c] = _fma(acc[c], row[j : j + 16], xv[j : j + 16])
+                    acc[c] = _fma(acc[c], row[j : j + 16], tile[c, m, k])
             out[t0 + k, r0 + i] = vsum((acc[0] + acc[2]) + (acc[1] + acc[3]))
