@@ -24,7 +24,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from workbench.kernels.isa.vectors import _const, _f32, _fma, _tree_sum, _vt
+from workbench.kernels.isa.vectors import _const, _f32, _fma, _i32, _vt
 from workbench.kernels.jit import njit_serial
 
 ROWS, TOKENS = 4, 6  # the tile: 24 accumulators, 4 + 6 vector loads per 16 columns
@@ -76,16 +76,47 @@ def f32_tile(typingctx, out, w, r0, xp, t0, chunks, tokens):
                         builder.store(_fma(builder, wv[i], xv, builder.load(a)), a)
             for j, a in enumerate(accs):
                 builder.store(builder.load(a), builder.gep(parked, [c(chain * ROWS * n_tok + j)]))
-        optr = builder.bitcast(oa.data, _f32.as_pointer())
-        for i in range(ROWS):
-            for k in range(n_tok):
+        # each output's four chains as vsum4: (a0 + a2) + (a1 + a3), then its lanes
+        # pairwise, 16 outputs at once (`_lane_sums`); outputs token by token, so that each
+        # token's ROWS sums land side by side in out
+        sums = []
+        for k in range(n_tok):
+            for i in range(ROWS):
                 j = i * n_tok + k
                 a0, a1, a2, a3 = (builder.load(builder.gep(parked, [c(ch * ROWS * n_tok + j)])) for ch in range(4))
-                s = _tree_sum(builder, builder.fadd(builder.fadd(a0, a2), builder.fadd(a1, a3)), builder.fadd)
-                at = builder.add(builder.mul(builder.add(t0_, c(k)), n_out), builder.add(r0_, c(i)))
-                builder.store(s, builder.gep(optr, [at]))
+                sums.append(builder.fadd(builder.fadd(a0, a2), builder.fadd(a1, a3)))
+        optr = builder.bitcast(oa.data, _f32.as_pointer())
+        v4 = _vt(_f32, ROWS)
+        for q, v in enumerate(_lane_sums(builder, sums)):
+            for part in range(LANES // ROWS):
+                k = (q * LANES) // ROWS + part
+                if k >= n_tok:
+                    break
+                quad = builder.shuffle_vector(v, v, _const(_i32, ROWS, list(range(part * ROWS, part * ROWS + ROWS))))
+                at = builder.add(builder.mul(builder.add(t0_, c(k)), n_out), r0_)
+                builder.store(quad, builder.bitcast(builder.gep(optr, [at]), v4.as_pointer()), align=4)
         return context.get_dummy_value()
     return types.none(out, w, types.intp, xp, types.intp, types.intp, tokens), codegen
+
+
+def _lane_sums(builder, vecs):
+    """The lane sums of 16-lane vectors, as `_tree_sum` adds them (lane j + lane j + n/2,
+    halving), computed for 16 vectors at a time: each step pairs two vectors whose
+    outputs hold g lanes each into one whose outputs hold g/2, one add for all of them.
+    Returns ceil(len / 16) vectors, output o in lane o % 16 of vector o // 16."""
+    g = LANES
+    while g > 1:
+        if len(vecs) % 2:
+            vecs = vecs + [_const(_f32, LANES, 0.0)]
+        per = LANES // g  # outputs per vector
+        lo = [q * g + j for q in range(per) for j in range(g // 2)]
+        lo = lo + [LANES + i for i in lo]
+        hi = [i + g // 2 for i in lo]
+        vecs = [builder.fadd(builder.shuffle_vector(a, b, _const(_i32, LANES, lo)),
+                             builder.shuffle_vector(a, b, _const(_i32, LANES, hi)))
+                for a, b in zip(vecs[::2], vecs[1::2])]
+        g //= 2
+    return vecs
 
 
 @njit_serial
