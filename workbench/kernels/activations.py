@@ -3,6 +3,7 @@
 `gate_up` is the (T, 2*d_ff) output of the fused gate+up projection, or two separate
 arrays; the result is act(gate) * up written into `out` (T, d_ff). `gelu_tanh_f32` is
 the ungated one of GPT-2 (out = gelu_tanh(x), float32, transformers' order of operations).
+Their tanh is `fpmath.tanhf` (within 1 ulp, as torch's own; libm's is a call per value).
 
 `geglu_tanh_table_f32` is GELU the way ggml's CPU backend computes it (GGML_GELU_FP16):
 gate rounded to half, looked up in a 65,536-entry table of half-rounded results. It
@@ -16,7 +17,7 @@ import numpy as np
 from numba import prange
 
 from workbench.kernels.half import F16_TO_F32, f32_to_f16_bits
-from workbench.kernels.fpmath import silu_ggml
+from workbench.kernels.fpmath import silu_ggml, tanhf
 from workbench.kernels.jit import njit_parallel, njit_serial
 
 _SQRT_2_OVER_PI = np.float32(math.sqrt(2.0 / math.pi))
@@ -39,7 +40,7 @@ def _geglu_tanh(out, gate, up):
         for i in range(n):
             x = gate[t, i]
             inner = _SQRT_2_OVER_PI * x * (np.float32(1.0) + np.float32(0.044715) * x * x)
-            out[t, i] = np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner)) * up[t, i]
+            out[t, i] = np.float32(0.5) * x * (np.float32(1.0) + tanhf(inner)) * up[t, i]
 
 
 def _swiglu_in_place(gate, up):
@@ -69,7 +70,7 @@ def _gelu_tanh(out, x):
         for i in range(n):
             v = x[t, i]
             inner = _SQRT_2_OVER_PI * (v + np.float32(0.044715) * (v * v * v))
-            out[t, i] = np.float32(0.5) * v * (np.float32(1.0) + np.tanh(inner))
+            out[t, i] = np.float32(0.5) * v * (np.float32(1.0) + tanhf(inner))
 
 
 gelu_tanh_f32 = njit_serial(_gelu_tanh)

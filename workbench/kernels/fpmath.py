@@ -9,6 +9,10 @@ llama.cpp's tokens we therefore reproduce its arithmetic *order*, not just its m
 - `reduce16`: the pairing of GCC's `_mm512_reduce_add_ps` over 16 lanes;
 - `cosf` / `sinf`: libm's, as ggml's rope cache calls them (numba lowers float32
   `math.cos` to the C library's `cosf`).
+Not ggml's: `tanhf`, for the exact-formula GELU of transformers' models. torch's own
+tanh is not libm's either (Sleef's vectorized one, within 1 ulp); this one is within
+1 ulp and written as plain arithmetic, so that a GELU loop vectorizes (libm's `tanhf`
+is a call per value, ~20 ns: a tenth of a Gemma 3 1B prefill, more of GPT-2's).
 """
 
 import math
@@ -103,3 +107,25 @@ def cosf(x):
 @njit_serial
 def sinf(x):
     return math.sin(np.float32(x))
+
+
+# tanh(t) = t + t^3 P(t^2) for 0 <= t < 1: least squares on the relative error of tanh
+# over 8000 Chebyshev-spaced points, at most 1.3e-10 there (float64 evaluation)
+_P = (-0.33333333042571117, 0.13333320455347375, -0.05396631538417099, 0.02185519840482658,
+      -0.008803193224421727, 0.003436923840760822, -0.0011992982694945446, 0.00031403021923966546,
+      -4.3063859862046295e-05)
+_P0, _P1, _P2, _P3, _P4, _P5, _P6, _P7, _P8 = _P
+
+
+@njit_serial
+def tanhf(x):
+    """tanh(x) for float32 x within 1 ulp (0.94 at most over 25 million values; libm's
+    tanhf: 2.1): the polynomial below |x| = 1, else (1 - e) / (1 + e) with
+    e = exp(-2|x|) (`expf_ggml`), in float64, then x's sign."""
+    t = np.float64(abs(np.float32(x)))
+    u = t * t
+    p = (((((((_P8 * u + _P7) * u + _P6) * u + _P5) * u + _P4) * u + _P3) * u + _P2) * u + _P1) * u + _P0
+    small = t + t * u * p
+    e = np.float64(expf_ggml(np.float32(-2.0) * np.float32(t)))
+    big = (1.0 - e) / (1.0 + e)
+    return np.float32(math.copysign(small if t < 1.0 else big, np.float64(x)))
