@@ -136,6 +136,7 @@ STEP = 4 * LANES  # columns per chunk: four accumulators of 16 lanes
 # 93-121, all 504 at 76 / 128; 1152 x 6912: 48 at 52 / 103, 192 at 60-64 / 123-126, 504 at
 # 48 / 104 (its block of x, 14 MB, no longer stays in L3 beside the weights); noisy, +-15%
 TOKEN_BLOCK = 192
+AHEAD = True  # the first tile of a block prefetches the next rows (see f32_tile)
 
 
 @intrinsic
@@ -210,20 +211,24 @@ def _tile(ra, rb, x, t, half):
 
 
 @njit_serial
-def _f32_tile_of(out, w, r, x, t, chunks, n):
-    """`f32_tile` for n tokens (its token count is a literal)."""
+def _f32_tile_of(out, w, r, x, t, chunks, n, ahead):
+    """`f32_tile` for n tokens (its token count is a literal); a full tile that is first
+    in its block also prefetches the next rows when `ahead`."""
     if n == 6:
-        f32_tile(out, w, r, x, t, chunks, 6)
+        if ahead:
+            f32_tile(out, w, r, x, t, chunks, 6, True)
+        else:
+            f32_tile(out, w, r, x, t, chunks, 6, False)
     elif n == 5:
-        f32_tile(out, w, r, x, t, chunks, 5)
+        f32_tile(out, w, r, x, t, chunks, 5, False)
     elif n == 4:
-        f32_tile(out, w, r, x, t, chunks, 4)
+        f32_tile(out, w, r, x, t, chunks, 4, False)
     elif n == 3:
-        f32_tile(out, w, r, x, t, chunks, 3)
+        f32_tile(out, w, r, x, t, chunks, 3, False)
     elif n == 2:
-        f32_tile(out, w, r, x, t, chunks, 2)
+        f32_tile(out, w, r, x, t, chunks, 2, False)
     else:
-        f32_tile(out, w, r, x, t, chunks, 1)
+        f32_tile(out, w, r, x, t, chunks, 1, False)
 
 
 def _matvec_f32(out, w, x, i8, i32, f32):
@@ -243,7 +248,7 @@ def _matvec_f32(out, w, x, i8, i32, f32):
             r = TILE_ROWS * g
             for t in range(t0, min(t0 + TOKEN_BLOCK, tiled), TILE_TOKENS):
                 n = min(TILE_TOKENS, tiled - t)
-                _f32_tile_of(out, w, r, xp, t, body // STEP, n)
+                _f32_tile_of(out, w, r, xp, t, body // STEP, n, AHEAD and t == t0)
                 for i in range(TILE_ROWS):  # the columns past the last chunk, one by one
                     for k in range(n):
                         s = out[t + k, r + i]

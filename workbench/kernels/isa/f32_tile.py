@@ -32,18 +32,21 @@ LANES, CHAINS = 16, 4
 
 
 @intrinsic
-def f32_tile(typingctx, out, w, r0, xp, t0, chunks, tokens):
+def f32_tile(typingctx, out, w, r0, xp, t0, chunks, tokens, ahead):
     """out[t0 + k, r0 + i] = row r0 + i of w (float32 bytes, uint8 (rows, cols * 4)) dot
     token t0 + k of x over the first 64 * chunks columns, reduced as `vsum4`, for
     i < ROWS, k < tokens (a literal, at most TOKENS: the last tokens of a prompt take a
     narrower tile); x comes packed by `pack_tiles` in xp (flat float32), the caller adds
-    the columns past the last chunk."""
+    the columns past the last chunk. `ahead` (a literal bool): also prefetch the next
+    ROWS rows, the whole of them over the four chains, for a caller that goes there next."""
     if not isinstance(tokens, types.IntegerLiteral) or not 1 <= tokens.literal_value <= TOKENS:
         return None
-    n_tok = tokens.literal_value
+    if not isinstance(ahead, types.BooleanLiteral):
+        return None
+    n_tok, fetch = tokens.literal_value, ahead.literal_value
 
     def codegen(context, builder, sig, args):
-        out_, w_, r0_, xp_, t0_, chunks_, _ = args
+        out_, w_, r0_, xp_, t0_, chunks_, _, _ = args
         wa = context.make_array(sig.args[1])(context, builder, value=w_)
         xa = context.make_array(sig.args[3])(context, builder, value=xp_)
         oa = context.make_array(sig.args[0])(context, builder, value=out_)
@@ -58,6 +61,8 @@ def f32_tile(typingctx, out, w, r0, xp, t0, chunks, tokens):
         # the tile's packed x: chain by chain, chunk by chunk, token by token, 16 lanes
         step = c(n_tok * LANES)  # floats per chunk of one chain
         tile_x = builder.gep(xptr, [builder.mul(builder.mul(t0_, chunks_), c(CHAINS * LANES))])
+        pfty = ir.FunctionType(ir.VoidType(), [ir.IntType(8).as_pointer(), _i32, _i32, _i32])
+        pf = cgutils.get_or_insert_function(builder.module, pfty, "llvm.prefetch.p0")
         parked = cgutils.alloca_once(builder, v16, size=c(CHAINS * ROWS * n_tok))
         accs = [cgutils.alloca_once(builder, v16) for _ in range(ROWS * n_tok)]
         for chain in range(CHAINS):
@@ -69,6 +74,10 @@ def f32_tile(typingctx, out, w, r0, xp, t0, chunks, tokens):
                 wv = [builder.load(builder.bitcast(builder.gep(p, [builder.mul(col, c(4))]), v16.as_pointer()),
                                    align=4) for p in w_rows]
                 chunk_x = builder.gep(chain_x, [builder.mul(loop.index, step)])
+                if fetch:
+                    for p in w_rows:
+                        at = builder.gep(p, [builder.add(builder.mul(rb, c(ROWS)), builder.mul(col, c(4)))])
+                        builder.call(pf, [at, ir.Constant(_i32, 0), ir.Constant(_i32, 3), ir.Constant(_i32, 1)])
                 for k in range(n_tok):
                     xv = builder.load(builder.bitcast(builder.gep(chunk_x, [c(k * LANES)]), v16.as_pointer()), align=4)
                     for i in range(ROWS):
@@ -96,7 +105,7 @@ def f32_tile(typingctx, out, w, r0, xp, t0, chunks, tokens):
                 at = builder.add(builder.mul(builder.add(t0_, c(k)), n_out), r0_)
                 builder.store(quad, builder.bitcast(builder.gep(optr, [at]), v4.as_pointer()), align=4)
         return context.get_dummy_value()
-    return types.none(out, w, types.intp, xp, types.intp, types.intp, tokens), codegen
+    return types.none(out, w, types.intp, xp, types.intp, types.intp, tokens, ahead), codegen
 
 
 def _lane_sums(builder, vecs):

@@ -368,7 +368,7 @@ def chunks16_q5(w, o):
             out[k] = nib | (bits << 4)
     return tuple(out)
 
-def f32_tile(out, w, r0, xp, t0, chunks, tokens):
+def f32_tile(out, w, r0, xp, t0, chunks, tokens, ahead=False):
     tile = xp[t0 * chunks * 64 : (t0 + tokens) * chunks * 64].reshape(4, chunks, tokens, 16)
     for i in range(4):
         row = w[r0 + i].view(_np.float32)
