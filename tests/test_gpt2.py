@@ -184,7 +184,7 @@ def test_trace_spans_and_same_logits(net, kv_type):
     np.testing.assert_array_equal(traced, plain)  # the same compiled step, timestamps aside
     paths = [s.path for s in tracer.spans]
     for path in ["embedding/embedding_lookup", "embedding/position_embd", "embedding/position_add",
-                 "layer[0]/attn/attn_norm", "layer[0]/attn/q", "layer[0]/attn/v", "layer[0]/attn/kv_cache", "layer[0]/attn/attention", "layer[0]/attn/attn_output",
+                 "layer[0]/attn/attn_norm", "layer[0]/attn/qkv", "layer[0]/attn/kv_cache", "layer[0]/attn/attention", "layer[0]/attn/attn_output",
                  "layer[1]/ffn/ffn_norm", "layer[1]/ffn/ffn_up", "layer[1]/ffn/ffn_act", "layer[1]/ffn/ffn_down",
                  "output_norm/output_norm", "lm_head/output"]:
         assert any(p.endswith(path) for p in paths), path

@@ -2,7 +2,8 @@
 
 Follows llama.cpp's gpt2 graph (src/models/gpt2.cpp), which is HF's GPT2LMHeadModel:
 x = token embedding + learned position embedding (no rope). Per layer: LayerNorm ->
-c_attn with bias (`attn_qkv`, rows q | k | v, run as three products) -> causal multi-head
+c_attn with bias (`attn_qkv`, rows q | k | v: one product, as the file stores it, unless the
+quantization rule gives its parts different formats or fusing is off) -> causal multi-head
 attention (scale 1/sqrt(head_dim)) over the KV cache (f16 by default) -> c_proj with bias ->
 residual; LayerNorm -> c_fc with bias (`ffn_up`) -> tanh GELU ("gelu_new", exact float32
 formula, not ggml's half table) -> c_proj with bias (`ffn_down`) -> residual. Then the
@@ -102,7 +103,7 @@ class GPT2:
             self.layers.append(SimpleNamespace(
                 attn_norm=norm(blk + "attn_norm"),
                 # c_attn, stored fused: the loader splits it so that the quantization rule sees
-                # three d x d projections, as rustml counts them
+                # three d x d projections, as rustml counts them, then fuses them again
                 qkv=ld.split(blk + "attn_qkv.weight", [d, d, d], d, "qkv", ["q", "k", "v"], bias=blk + "attn_qkv.bias"),
                 attn_output=lin(blk, "attn_output", d, d),  # attn.c_proj
                 ffn_norm=norm(blk + "ffn_norm"),

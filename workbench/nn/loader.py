@@ -183,7 +183,8 @@ class WeightLoader:
         """A matrix the file stores fused (GPT-2's c_attn: Q, K, V rows stacked) as its
         parts: the quantization rule sees each part's own shape, as it would unfused
         (so GPT-2's 768 x 768 projections stay float at threshold 1024), and the parts
-        are fused again under the same conditions as `group` (no bias)."""
+        are fused again under the same conditions as `group` (biases, if every part has
+        one, are fused with them)."""
         t = self._matrix(name, sum(rows), cols)
         b = self.src.vector(bias, sum(rows)) if bias is not None else None
         edges = np.cumsum([0] + rows).tolist()
@@ -196,11 +197,15 @@ class WeightLoader:
         return self._fuse(parts, op)
 
     def _fuse(self, parts: list[Linear], op: str) -> LinearGroup:
-        if not self.options.fuse or len({p.fmt for p in parts}) != 1 or any(p.bias is not None for p in parts):
+        biased = {p.bias is not None for p in parts}
+        if not self.options.fuse or len({p.fmt for p in parts}) != 1 or len(biased) != 1:
             return LinearGroup([self._repacked(p) for p in parts], None)
         name = "+".join(p.name for p in parts)
+        bias = np.concatenate([p.bias for p in parts]) if biased == {True} else None  # GPT-2's c_attn
+        if bias is not None:
+            bias.flags.writeable = False  # as every bias the file gives (one array type for the step)
         fused = self._repacked(Linear(name, parts[0].fmt, np.concatenate([p.w for p in parts]),
-                                      sum(p.rows for p in parts), parts[0].cols, op))
+                                      sum(p.rows for p in parts), parts[0].cols, op, bias))
         if op == "qkv":
             self.report.fused_qkv += 1
         else:
