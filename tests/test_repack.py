@@ -1,4 +1,4 @@
-"""Weights repacked at load (q4_0 and q8_0 `rows16`): the file's bytes in another order,
+"""Weights repacked at load (q4_0, q5_0 and q8_0 `rows16`, f32 `rows4`): the file's bytes in another order,
 the one kernel that reads them chosen with them, and the model's logits unchanged.
 
 Each repacking kernel equals its format's reference bit for bit on raw blocks of every
@@ -14,7 +14,7 @@ from tests._models import smollm2_path
 from tests.test_compiled_step import greedy_logits
 from workbench.errors import ParameterError
 from workbench.kernels import registry
-from workbench.kernels.formats import q4_0_rows16, q5_0_rows16, q8_0_rows16
+from workbench.kernels.formats import floats, q4_0_rows16, q5_0_rows16, q8_0_rows16
 from workbench.kernels.isa.x86 import cpu_features
 from workbench.kernels.table import FORMATS
 
@@ -47,6 +47,56 @@ def test_q5_0_masks_hold_the_fifth_bits_of_a_chunk():
     for k in range(8):  # bit 4r + j of mask k: the 5th bit of value 4k + j of row r
         assert [(masks[k] >> (4 * r + j)) & 1 for r in range(16) for j in range(4)] == \
                [(qh[r] >> (4 * k + j)) & 1 for r in range(16) for j in range(4)]
+
+
+@pytest.mark.parametrize("rows, cols", [(1, 64), (4, 64), (13, 130), (37, 768), (8, 7)])
+def test_f32_rows4_groups_four_rows_chain_by_chain(rows, cols):
+    rng = np.random.default_rng(rows * cols)
+    dense = rng.standard_normal((rows, cols), dtype=np.float32)
+    w = dense.view(np.uint8).reshape(rows, cols * 4)
+    p = floats.repack_rows4(w)
+    assert p.shape == w.shape and p.dtype == np.uint8 and p is not w
+    assert np.array_equal(floats.unpack_rows4(p), w)
+    whole, body = rows // 4 * 4, cols // 64 * 64
+    assert np.array_equal(p[whole:], w[whole:])  # rows after the last group keep the GGUF layout
+    if whole:
+        g = p[:4].reshape(-1).view(np.float32)
+        if body:  # chain 0 of chunk 0 of rows 0..3, then chunk 1 of chain 0 (or chain 1)
+            assert np.array_equal(g[:64].reshape(4, 16), dense[:4, :16])
+            nxt = dense[:4, 64:80] if body > 64 else dense[:4, 16:32]
+            assert np.array_equal(g[64:128].reshape(4, 16), nxt)
+        assert np.array_equal(g[4 * body:].reshape(4, -1), dense[:4, body:])  # then the rows' tails
+
+
+@pytest.mark.parametrize("rows, cols", [(13, 130), (40, 768), (6, 64)])
+def test_f32_rows4_gives_the_reference_bits_for_every_token_count(rows, cols):
+    """Decode steps (one token), narrow tiles, full tiles, several token blocks."""
+    rng = np.random.default_rng(rows + cols)
+    w = rng.standard_normal((rows, cols), dtype=np.float32).view(np.uint8).reshape(rows, cols * 4)
+    p = floats.repack_rows4(w)
+    for T in (1, 2, 5, 6, 7, 13, 200):
+        x = rng.standard_normal((T, cols), dtype=np.float32)
+        empty = (np.empty(T * cols, np.int8), np.empty(T * cols, np.int32), np.empty(T * cols, np.float32))
+        want = np.full((T, rows), np.nan, np.float32)
+        floats.matvec_f32_lanes64_serial(want, w, x, *empty)
+        for kernel in (floats.matvec_f32_rows4, floats.matvec_f32_rows4_serial):
+            out = np.full((T, rows), np.nan, np.float32)
+            kernel(out, p, x, *empty)
+            assert np.array_equal(out.view(np.uint32), want.view(np.uint32)), (kernel, T)
+        out = np.full((T, rows), np.nan, np.float32)  # with less scratch than x packed needs
+        floats.matvec_f32_rows4(out, p, x, empty[0], empty[1], np.empty(1, np.float32))
+        assert np.array_equal(out.view(np.uint32), want.view(np.uint32)), T
+
+
+def test_an_f32_model_repacked_gives_the_same_logits():
+    """The tiny GPT-2 (tied lm_head, biased fused c_attn) with f32 rows4 and lanes64."""
+    from tests.test_gpt2 import MODEL_DIR
+
+    grouped = workbench.load(MODEL_DIR, threads=1, n_ctx=64, kernels={"f32": "rows4"})
+    plain = workbench.load(MODEL_DIR, threads=1, n_ctx=64, kernels={"f32": "lanes64"})
+    assert grouped.kernels["f32"] == "rows4" and _repacked_lines(grouped) and not _repacked_lines(plain)
+    for a, b in zip(greedy_logits(grouped, None), greedy_logits(plain, None)):
+        assert np.array_equal(a.view(np.uint32), b.view(np.uint32))
 
 
 def _repacked_lines(model) -> list[str]:

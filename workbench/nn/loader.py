@@ -11,6 +11,7 @@ Quantizing a float model takes seconds: a tqdm bar shows it (hidden when not a t
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -40,6 +41,7 @@ class LoadReport:
     fused_qkv: int = 0
     fused_gate_up: int = 0
     repacked: Counter = field(default_factory=Counter)  # (fmt, layout variant) -> linear layers
+    repack_seconds: float = 0.0  # time spent repacking (a 4 GB float model: seconds)
     weight_bytes: int = 0  # bytes of the prepared weights the kernels read
     kv_cache_bytes: int = 0  # filled in by the session that allocates it
     kv_type: str = "f16"  # the session's KV cache type ("f16" or "f32")
@@ -62,6 +64,8 @@ class LoadReport:
         out.append(f"Fused {self.fused_gate_up} gate+up projection pairs")
         out += [f"Repacked {n} linear layers {fmt.upper()} for {layout} (same values, the layout its kernel streams)"
                 for (fmt, layout), n in sorted(self.repacked.items())]
+        if self.repacked:
+            out.append(f"Repacking took {self.repack_seconds:.1f} s")
         out.append(f"Weights {self.weight_bytes / 2**20:.1f} MiB")
         if self.kv_cache_bytes:
             out.append(f"KV cache {self.kv_cache_bytes / 2**20:.1f} MiB ({self.kv_type})")
@@ -167,7 +171,9 @@ class WeightLoader:
         if not layout:
             return lin
         f = FORMATS[lin.fmt]
+        t0 = time.perf_counter()
         data = f.variants[f.variant_index(layout)].repack(lin.w)
+        self.report.repack_seconds += time.perf_counter() - t0
         data.flags.writeable = False
         self.report.repacked[(lin.fmt, layout)] += 1
         return Linear(lin.name, lin.fmt, data, lin.rows, lin.cols, lin.op, lin.bias, layout)

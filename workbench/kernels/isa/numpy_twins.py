@@ -368,10 +368,15 @@ def chunks16_q5(w, o):
             out[k] = nib | (bits << 4)
     return tuple(out)
 
-def f32_tile(out, w, r0, xp, t0, chunks, tokens, ahead=False):
+def f32_tile(out, w, r0, xp, t0, chunks, tokens, ahead=False, grouped=False):
     tile = xp[t0 * chunks * 64 : (t0 + tokens) * chunks * 64].reshape(4, chunks, tokens, 16)
+    if grouped:  # rows r0..r0+3 as `repack_rows4` groups them: (chain, chunk, row, 16)
+        body = w[r0 : r0 + 4].reshape(-1).view(_np.float32)[: 4 * chunks * 64].reshape(4, chunks, 4, 16)
+        rows = body.transpose(2, 1, 0, 3).reshape(4, chunks * 64)
+    else:
+        rows = [w[r0 + i].view(_np.float32) for i in range(4)]
     for i in range(4):
-        row = w[r0 + i].view(_np.float32)
+        row = rows[i]
         for k in range(tokens):
             acc = [_np.zeros(16, _np.float32) for _ in range(4)]
             for m in range(chunks):
