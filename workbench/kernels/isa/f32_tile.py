@@ -53,7 +53,7 @@ def f32_tile(typingctx, out, w, r0, xp, t0, chunks, tokens, ahead, grouped):
     a narrower tile); x comes packed by `pack_tiles` in xp (flat float32), the caller adds
     the columns past the last chunk. `ahead`: a full tile also prefetches the next ROWS
     rows over its four chains into L2, for a caller that goes there next. `grouped` (a literal
-    bool): rows r0 .. r0 + 3 are in the layout of `group_rows` instead of GGUF's."""
+    bool): rows r0 .. r0 + 3 are in the layout of `formats.floats.repack_rows4` instead of GGUF's."""
     if not isinstance(grouped, types.BooleanLiteral):
         return None
     layout = grouped.literal_value
@@ -69,7 +69,7 @@ def f32_tile(typingctx, out, w, r0, xp, t0, chunks, tokens, ahead, grouped):
         n_out = cgutils.unpack_tuple(builder, oa.shape, 2)[1]
         wptr = builder.bitcast(wa.data, ir.IntType(8).as_pointer())
         base = builder.gep(wptr, [builder.mul(r0_, rb)])
-        # byte strides of a row, a chain and a chunk: GGUF rows, or `group_rows`' groups
+        # byte strides of a row, a chain and a chunk: GGUF rows, or `repack_rows4`'s groups
         row_s, chain_s = (c(STRIDE), builder.mul(chunks_, c(ROWS * STRIDE))) if layout else (rb, c(STRIDE))
         chunk_s = c(ROWS * STRIDE) if layout else c(CHAINS * STRIDE)
         xptr = builder.bitcast(xa.data, _f32.as_pointer())
