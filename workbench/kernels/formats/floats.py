@@ -30,6 +30,7 @@ from numba.extending import intrinsic
 
 from workbench.kernels.formats.activations import round_rows_bf16, round_rows_f16
 from workbench.kernels.formats.base import SERIAL, Variant, WeightFormat
+from workbench.kernels.isa.f32_tile import CHAINS
 from workbench.kernels.isa.f32_tile import ROWS as TILE_ROWS
 from workbench.kernels.isa.f32_tile import TOKENS as TILE_TOKENS
 from workbench.kernels.isa.f32_tile import f32_tile, pack_tile, pack_tiles
@@ -276,7 +277,7 @@ def repack_rows4(w: np.ndarray) -> np.ndarray:
     for g in range(0, groups, 4096):
         part = f[g : g + 4096]
         n = part.shape[0]
-        o[g : g + n, : TILE_ROWS * body] = (part[:, :, :body].reshape(n, TILE_ROWS, chunks, 4, LANES)
+        o[g : g + n, : TILE_ROWS * body] = (part[:, :, :body].reshape(n, TILE_ROWS, chunks, CHAINS, LANES)
                                             .transpose(0, 3, 2, 1, 4).reshape(n, -1))
         o[g : g + n, TILE_ROWS * body:] = part[:, :, body:].reshape(n, -1)
     return out
@@ -291,7 +292,7 @@ def unpack_rows4(w: np.ndarray) -> np.ndarray:
     out = w.copy()
     f = w[: groups * TILE_ROWS].view(np.float32).reshape(groups, TILE_ROWS * cols)
     o = out[: groups * TILE_ROWS].view(np.float32).reshape(groups, TILE_ROWS, cols)
-    o[:, :, :body] = (f[:, : TILE_ROWS * body].reshape(groups, 4, chunks, TILE_ROWS, LANES)
+    o[:, :, :body] = (f[:, : TILE_ROWS * body].reshape(groups, CHAINS, chunks, TILE_ROWS, LANES)
                       .transpose(0, 3, 2, 1, 4).reshape(groups, TILE_ROWS, body))
     o[:, :, body:] = f[:, TILE_ROWS * body:].reshape(groups, TILE_ROWS, cols - body)
     return out
