@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from workbench.kernels.activations import geglu_tanh_f32, swiglu_f32, swiglu_f32_parallel
+from workbench.kernels.activations import (geglu_tanh_f32, geglu_tanh_in_place_f32, geglu_tanh_in_place_f32_parallel,
+                                          swiglu_f32, swiglu_f32_parallel)
 from workbench.kernels.attention import (
     attention_f16kv,
     attention_f16kv_parallel,
@@ -13,6 +14,7 @@ from workbench.kernels.attention import (
     store_kv,
 )
 from workbench.kernels.half import F16_TO_F32, f32_to_f16_bits
+from workbench.kernels.isa.vectors import f16_bits
 from workbench.kernels.jit import njit_serial
 from workbench.kernels.norms import layernorm_f32, rmsnorm_f32, rmsnorm_f32_parallel
 from workbench.kernels.rope import rope_f32, rope_f32_parallel, rope_tables
@@ -21,11 +23,12 @@ RTOL_F32 = 2e-6  # float32 kernels vs float64 numpy
 
 
 @njit_serial
-def _to_half_bits(a):
+def _to_half_bits(a, f16c=False):
+    """Half bits of a (float32) by the software rounding, or by F16C (the KV store's)."""
     bits = a.view(np.uint32)
     out = np.empty(a.size, np.uint16)
     for i in range(a.size):
-        out[i] = f32_to_f16_bits(bits[i])
+        out[i] = f16_bits(a[i]) if f16c else f32_to_f16_bits(bits[i])
     return out
 
 
@@ -41,6 +44,20 @@ def test_f16_rounding_equals_numpy():
     same = (ref.view(np.uint16) == got.view(np.uint16)) | (np.isnan(ref) & np.isnan(got))
     assert same.all()
     assert np.array_equal(F16_TO_F32[ref.view(np.uint16)[:1000]], ref[:1000].astype(np.float32))
+
+
+def test_f16c_conversion_equals_the_software_rounding():
+    # the KV cache store converts with F16C: the same bits for every value but nan payloads
+    rng = np.random.default_rng(3)
+    bits = np.concatenate([rng.integers(0, 2**32, 2_000_000, dtype=np.uint64).astype(np.uint32),
+                           np.arange(0x33000000, 0x39000000, 37, dtype=np.uint32),  # subnormal halves, ties
+                           np.arange(0x477FE000, 0x47801000, dtype=np.uint32)])  # the overflow edge
+    bits = np.concatenate([bits, bits | np.uint32(0x80000000)])
+    x = bits.view(np.float32)
+    got, ref = _to_half_bits(x, True), _to_half_bits(x)
+    nan = np.isnan(x)
+    assert np.array_equal(got[~nan], ref[~nan])
+    assert np.isnan(got[nan].view(np.float16)).all()
 
 
 @pytest.mark.parametrize("kernel", [rmsnorm_f32, rmsnorm_f32_parallel])
@@ -180,3 +197,7 @@ def test_swiglu_and_geglu():
     g64 = g.astype(np.float64)
     ref = 0.5 * g64 * (1 + np.tanh(np.sqrt(2 / np.pi) * (g64 + 0.044715 * g64**3))) * u
     np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+    for in_place in (geglu_tanh_in_place_f32, geglu_tanh_in_place_f32_parallel):  # as the gemma3 step runs it
+        g2 = g.copy()
+        in_place(g2, u)
+        np.testing.assert_array_equal(g2, out)

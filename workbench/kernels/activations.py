@@ -43,6 +43,18 @@ def _geglu_tanh(out, gate, up):
             out[t, i] = np.float32(0.5) * x * (np.float32(1.0) + tanhf(inner)) * up[t, i]
 
 
+def _geglu_tanh_in_place(gate, up):
+    # gate = gelu_tanh(gate) * up, `_geglu_tanh`'s formula on one array (as `_swiglu_in_place`:
+    # with `out` being `gate` it ran scalar, 66 us for Gemma 1B's 6912 values against 12)
+    T, n = gate.shape
+    for t in prange(T):
+        g, u = gate[t], up[t]
+        for i in range(n):
+            x = g[i]
+            inner = _SQRT_2_OVER_PI * x * (np.float32(1.0) + np.float32(0.044715) * x * x)
+            g[i] = np.float32(0.5) * x * (np.float32(1.0) + tanhf(inner)) * u[i]
+
+
 def _swiglu_in_place(gate, up):
     # gate = silu(gate) * up: an `out` that is `gate` made LLVM's overlap check fail and
     # the loop run scalar (5x slower); one array read and written at the same index passes
@@ -59,6 +71,8 @@ swiglu_in_place_f32 = njit_serial(_swiglu_in_place)
 swiglu_in_place_f32_parallel = njit_parallel(_swiglu_in_place)
 geglu_tanh_f32 = njit_serial(_geglu_tanh)
 geglu_tanh_f32_parallel = njit_parallel(_geglu_tanh)
+geglu_tanh_in_place_f32 = njit_serial(_geglu_tanh_in_place)
+geglu_tanh_in_place_f32_parallel = njit_parallel(_geglu_tanh_in_place)
 
 
 def _gelu_tanh(out, x):
@@ -73,8 +87,23 @@ def _gelu_tanh(out, x):
             out[t, i] = np.float32(0.5) * v * (np.float32(1.0) + tanhf(inner))
 
 
+def _gelu_tanh_in_place(x):
+    # x = gelu_tanh(x), the same formula: with `out` being `x`, LLVM's overlap check failed
+    # and `_gelu_tanh` ran scalar, 21 us for GPT-2's 3072 values against 5.6 (AMD EPYC
+    # Zen 4, 1 thread); one array read and written at the same index vectorizes
+    T, n = x.shape
+    for t in prange(T):
+        r = x[t]
+        for i in range(n):
+            v = r[i]
+            inner = _SQRT_2_OVER_PI * (v + np.float32(0.044715) * (v * v * v))
+            r[i] = np.float32(0.5) * v * (np.float32(1.0) + tanhf(inner))
+
+
 gelu_tanh_f32 = njit_serial(_gelu_tanh)
 gelu_tanh_f32_parallel = njit_parallel(_gelu_tanh)
+gelu_tanh_in_place_f32 = njit_serial(_gelu_tanh_in_place)
+gelu_tanh_in_place_f32_parallel = njit_parallel(_gelu_tanh_in_place)
 
 
 def _gelu_tanh_f16_table() -> np.ndarray:

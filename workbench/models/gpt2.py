@@ -33,7 +33,7 @@ from workbench.models.config import ModelConfig
 from workbench.nn import costs
 from workbench.nn.state import DecoderState
 from workbench.nn.step import (ATTN_OUTPUT, FFN_IN, FFN_OUT, QKV, OpPlan, Products, add_, attend, embedding_code,
-                               gelu, kernel_array, layernorm, linear, lm_head, run, store_kv_at, views)
+                               gelu_, kernel_array, layernorm, linear, lm_head, run, store_kv_at, views)
 from workbench.trace import NULL_TRACER
 
 GPT2Weights = namedtuple("GPT2Weights", "embd embd_fmt pos_embd pos_fmt positions p norms out_norm eps scale "
@@ -69,7 +69,7 @@ def step(ids, pos, w, b, marks):
         layernorm(xn, x, w.norms[i, 1, 0], w.norms[i, 1, 1], w.eps)
         m = mark(marks, m)
         m = linear(w.p, FFN_IN, i, b.fused, xn, b, marks, m)
-        gelu(hidden, hidden)  # in place; ~8 flops and a tanh per value
+        gelu_(hidden)  # ~8 flops and a tanh per value
         m = mark(marks, m)
         m = linear(w.p, FFN_OUT, i, b.proj, hidden, b, marks, m)
         add_(x, proj)

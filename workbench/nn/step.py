@@ -35,10 +35,12 @@ from workbench.errors import ParameterError
 from workbench.kernels.activations import (
     geglu_tanh_f32,
     geglu_tanh_f32_parallel,
+    geglu_tanh_in_place_f32,
+    geglu_tanh_in_place_f32_parallel,
     geglu_tanh_table_f32,
     geglu_tanh_table_f32_parallel,
-    gelu_tanh_f32,
-    gelu_tanh_f32_parallel,
+    gelu_tanh_in_place_f32,
+    gelu_tanh_in_place_f32_parallel,
     swiglu_f32,
     swiglu_f32_parallel,
     swiglu_in_place_f32,
@@ -185,6 +187,11 @@ def geglu(out, gate, up, table, use_table):
             geglu_tanh_table_f32(out, gate, up, table)
         else:
             geglu_tanh_table_f32_parallel(out, gate, up, table)
+    elif out.ctypes.data == gate.ctypes.data:  # in place (the gemma3 step's)
+        if gate.shape[0] == 1:
+            geglu_tanh_in_place_f32(gate, up)
+        else:
+            geglu_tanh_in_place_f32_parallel(gate, up)
     elif gate.shape[0] == 1:
         geglu_tanh_f32(out, gate, up)
     else:
@@ -192,11 +199,12 @@ def geglu(out, gate, up, table, use_table):
 
 
 @njit_serial
-def gelu(out, x):
+def gelu_(x):
+    """x = gelu_tanh(x), in place (T, d_ff) float32: GPT-2's activation."""
     if x.shape[0] == 1:
-        gelu_tanh_f32(out, x)
+        gelu_tanh_in_place_f32(x)
     else:
-        gelu_tanh_f32_parallel(out, x)
+        gelu_tanh_in_place_f32_parallel(x)
 
 
 @njit_serial

@@ -53,6 +53,10 @@ def round_f16(x):
     return np.float32(np.float16(x))
 
 
+def f16_bits(x):
+    return np.float16(x).view(np.uint16)
+
+
 def zeros_f32():
     return np.zeros(LANES, np.float32)
 

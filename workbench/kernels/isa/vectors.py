@@ -182,6 +182,15 @@ def round_f16(typingctx, x):
     return types.float32(types.float32), codegen
 
 
+@intrinsic
+def f16_bits(typingctx, x):
+    """float32 -> the bits of the nearest fp16 (ties to even), in one F16C conversion:
+    `half.f32_to_f16_bits`'s result for every value but a nan's payload (both give a nan)."""
+    def codegen(context, builder, sig, args):
+        return builder.bitcast(builder.fptrunc(args[0], _f16), _i16)
+    return types.uint16(types.float32), codegen
+
+
 # ---- accumulators ----------------------------------------------------------------------
 
 
@@ -430,6 +439,7 @@ if numba.config.DISABLE_JIT:  # numpy twins of the same names, to step through k
         add_scaled,
         dot2_bf16,
         dot_mins,
+        f16_bits,
         fma_block,
         fma_f16,
         fma_f32,
