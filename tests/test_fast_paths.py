@@ -49,10 +49,11 @@ def test_expf_without_libm_ldexp_keeps_every_bit():
     assert same.all(), x[~same][:5]
 
 
-@pytest.mark.parametrize("T", [2, 7])
+@pytest.mark.parametrize("T", [1, 2, 7])
 def test_attention_tiles_keep_the_per_key_order(T):
     """Four keys (scores) and four rows of V^T (values) per pass give each output the
-    bits of its own 16-lane chain and `vsum` (tinyBLAS's order), ragged ends included."""
+    bits of its own 16-lane chain and `vsum` (tinyBLAS's order, prefill), or of its four
+    chains over 64-element chunks and `vsum4` (vec_dot_f16's, decode), ragged ends included."""
     rng = np.random.default_rng(T)
     H, Hkv, hd, n_pos, pos0 = 4, 2, 72, 192, 37  # hd = 72: four rows of V^T, and a 16-lane tail
     for hd in (64, 72):
@@ -65,13 +66,14 @@ def test_attention_tiles_keep_the_per_key_order(T):
         probs = np.zeros((T * H, n_pos + hd), np.float32)
         scale = np.float32(0.125)
         attn_scores(q, kc, pos0, scale, 0, probs, F16_TO_F32)
-        tail = hd - hd % 16
+        batched = T > 1
+        tail = hd - hd % (16 if batched else 64)
         for t in range(T):
             for h in range(H):
                 p, keys = probs[t * H + h], kc[h // (H // Hkv)]
                 q16 = p[n_pos + hd - hd:]
                 for j in range(pos0 + t + 1):
-                    s = _dot_f16(keys[j], q16, tail, True)
+                    s = _dot_f16(keys[j], q16, tail, batched)
                     s += sum(np.float64(q16[d] * F16_TO_F32[keys[j, d]]) for d in range(tail, hd))
                     assert np.float32(np.float32(s) * scale).view(np.uint32) == p[j].view(np.uint32), (t, h, j)
         attn_softmax(probs, T, H, pos0, 0, F16_TO_F32)
@@ -80,7 +82,7 @@ def test_attention_tiles_keep_the_per_key_order(T):
         for t in range(T):
             for h in range(H):
                 p, values, hi = probs[t * H + h], vc[h // (H // Hkv)], pos0 + t + 1 + (-(pos0 + t + 1)) % 64
-                want = [np.float32(_dot_f16(values[d, 0:hi], p[0:hi], hi, True)) for d in range(hd)]
+                want = [np.float32(_dot_f16(values[d, 0:hi], p[0:hi], hi, batched)) for d in range(hd)]
                 assert np.array_equal(np.array(want, np.float32).view(np.uint32), out[t, h].view(np.uint32))
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from numba import prange
 
 from workbench.kernels.fpmath import expf_ggml, reduce16
-from workbench.kernels.isa.x86 import max_f32
+from workbench.kernels.isa.x86 import max_f32, vadd
 from workbench.kernels.jit import njit_parallel, njit_serial
 from workbench.kernels.isa.vectors import f16_bits, fma_f16, round_f16, store_vsums4, vsum, vsum4, zeros_f32
 
@@ -84,8 +84,8 @@ def _scores(p, q, keys, start, n_keys, scale, batched, f16):
     for d in range(hd):
         q16[d] = round_f16(q[d])
     tail = hd - hd % 16 if batched else hd - hd % CHUNK
-    if batched and tail == hd:  # four keys per pass; the rest below
-        start = _four_keys(p, q16, keys, start, n_keys, scale)
+    if tail == hd:  # four keys per pass; the rest below
+        start = _four_keys(p, q16, keys, start, n_keys, scale) if batched else _four_keys64(p, q16, keys, start, n_keys, scale)
     for j in range(start, n_keys):
         key = keys[j]
         s = _dot_f16(key, q16, tail, batched)
@@ -141,6 +141,48 @@ def _four_keys(p, q16, keys, start, n_keys, scale):
 
 
 @njit_serial
+def _four_keys64(p, q16, keys, start, n_keys, scale):
+    """`_four_keys` for one query row (decode): each key in vec_dot_f16's four chains over
+    64-element chunks (hd a multiple of 64), folded as `vsum4` folds them, and the four
+    keys' lane sums in shared shuffles. Returns the first key left over."""
+    hd = q16.shape[0]
+    j = start
+    while j + 4 <= n_keys:
+        a = _four_rows64(keys, j * hd, hd, q16, 0, hd)
+        store_vsums4(p, j, a[0], a[1], a[2], a[3])
+        for k in range(j, j + 4):
+            p[k] = p[k] * scale
+        j += 4
+    return j
+
+
+@njit_serial
+def _four_rows64(m, o, stride, x, lo, hi):
+    """Rows o, o + stride, o + 2 stride, o + 3 stride of half bits m (flat offsets) dot x,
+    columns lo..hi (whole 64-element chunks), each in `_dot_f16`'s four chains folded as
+    `vsum4` folds them (0 + 2, 1 + 3, then the two): four vectors left to sum by lanes."""
+    a0, a1, a2, a3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    b0, b1, b2, b3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    c0, c1, c2, c3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    d0, d1, d2, d3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    for c in range(lo, hi, CHUNK):
+        r = o + c - lo
+        a0, a1 = fma_f16(a0, m, r, x, c), fma_f16(a1, m, r + 16, x, c + 16)
+        a2, a3 = fma_f16(a2, m, r + 32, x, c + 32), fma_f16(a3, m, r + 48, x, c + 48)
+        r += stride
+        b0, b1 = fma_f16(b0, m, r, x, c), fma_f16(b1, m, r + 16, x, c + 16)
+        b2, b3 = fma_f16(b2, m, r + 32, x, c + 32), fma_f16(b3, m, r + 48, x, c + 48)
+        r += stride
+        c0, c1 = fma_f16(c0, m, r, x, c), fma_f16(c1, m, r + 16, x, c + 16)
+        c2, c3 = fma_f16(c2, m, r + 32, x, c + 32), fma_f16(c3, m, r + 48, x, c + 48)
+        r += stride
+        d0, d1 = fma_f16(d0, m, r, x, c), fma_f16(d1, m, r + 16, x, c + 16)
+        d2, d3 = fma_f16(d2, m, r + 32, x, c + 32), fma_f16(d3, m, r + 48, x, c + 48)
+    return (vadd(vadd(a0, a2), vadd(a1, a3)), vadd(vadd(b0, b2), vadd(b1, b3)),
+            vadd(vadd(c0, c2), vadd(c1, c3)), vadd(vadd(d0, d2), vadd(d1, d3)))
+
+
+@njit_serial
 def _weighted_values(out, p, values, first, hi, batched):
     # out[d] = p . V^T[d] over [first, hi); values (hd, n_pos) half bits
     hd, n_pos = values.shape
@@ -155,6 +197,11 @@ def _weighted_values(out, p, values, first, hi, batched):
                 a2 = fma_f16(a2, values, o + 2 * n_pos + c, p, c)
                 a3 = fma_f16(a3, values, o + 3 * n_pos + c, p, c)
             store_vsums4(out, d0, a0, a1, a2, a3)
+        d0 = hd - hd % 4
+    else:  # four rows of V^T per pass, as `_four_keys64` (hi - first: whole chunks)
+        for d0 in range(0, hd - hd % 4, 4):
+            a = _four_rows64(values, d0 * n_pos + first, n_pos, p, first, hi)
+            store_vsums4(out, d0, a[0], a[1], a[2], a[3])
         d0 = hd - hd % 4
     for d in range(d0, hd):
         out[d] = _dot_f16(values[d, first:hi], p[first:hi], hi - first, batched)
