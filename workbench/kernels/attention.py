@@ -85,7 +85,7 @@ def _scores(p, q, keys, start, n_keys, scale, batched, f16):
         q16[d] = round_f16(q[d])
     tail = hd - hd % 16 if batched else hd - hd % CHUNK
     if tail == hd:  # four keys per pass; the rest below
-        start = _four_keys(p, q16, keys, start, n_keys, scale) if batched else _four_keys64(p, q16, keys, start, n_keys, scale)
+        start = _four_keys(p, q16, keys, start, n_keys, scale, batched)
     for j in range(start, n_keys):
         key = keys[j]
         s = _dot_f16(key, q16, tail, batched)
@@ -118,22 +118,17 @@ def _softmax(p, start, n_keys, batched, f16):
 
 
 @njit_serial
-def _four_keys(p, q16, keys, start, n_keys, scale):
-    """Scores of keys start.. four at a time in tinyBLAS's order (each key one 16-lane
-    chain, summed by `vsum`): the four chains are independent, so they overlap instead of
-    waiting on one another's latency, and their sums share shuffles. Returns the first
-    key left over (fewer than four)."""
+def _four_keys(p, q16, keys, start, n_keys, scale, batched):
+    """Scores of keys start.. four at a time: several query rows (prefill) in tinyBLAS's
+    order (`_four_rows16`), one (decode) in vec_dot_f16's (`_four_rows64`, hd a multiple
+    of 64). The four keys' sums are independent, so they overlap instead of waiting on one
+    another's latency, and their lane sums share shuffles. Returns the first key left over
+    (fewer than four)."""
     hd = q16.shape[0]
     j = start
     while j + 4 <= n_keys:
-        a0, a1, a2, a3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
-        o = j * hd
-        for c in range(0, hd, 16):
-            a0 = fma_f16(a0, keys, o + c, q16, c)
-            a1 = fma_f16(a1, keys, o + hd + c, q16, c)
-            a2 = fma_f16(a2, keys, o + 2 * hd + c, q16, c)
-            a3 = fma_f16(a3, keys, o + 3 * hd + c, q16, c)
-        store_vsums4(p, j, a0, a1, a2, a3)
+        a = _four_rows16(keys, j * hd, hd, q16, 0, hd) if batched else _four_rows64(keys, j * hd, hd, q16, 0, hd)
+        store_vsums4(p, j, a[0], a[1], a[2], a[3])
         for k in range(j, j + 4):
             p[k] = p[k] * scale
         j += 4
@@ -141,19 +136,18 @@ def _four_keys(p, q16, keys, start, n_keys, scale):
 
 
 @njit_serial
-def _four_keys64(p, q16, keys, start, n_keys, scale):
-    """`_four_keys` for one query row (decode): each key in vec_dot_f16's four chains over
-    64-element chunks (hd a multiple of 64), folded as `vsum4` folds them, and the four
-    keys' lane sums in shared shuffles. Returns the first key left over."""
-    hd = q16.shape[0]
-    j = start
-    while j + 4 <= n_keys:
-        a = _four_rows64(keys, j * hd, hd, q16, 0, hd)
-        store_vsums4(p, j, a[0], a[1], a[2], a[3])
-        for k in range(j, j + 4):
-            p[k] = p[k] * scale
-        j += 4
-    return j
+def _four_rows16(m, o, stride, x, lo, hi):
+    """Rows o, o + stride, o + 2 stride, o + 3 stride of half bits m (flat offsets) dot x,
+    columns lo..hi (whole 16-element pieces), each in one 16-lane chain (tinyBLAS's
+    order): four vectors left to sum by lanes."""
+    a0, a1, a2, a3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
+    for c in range(lo, hi, 16):
+        r = o + c - lo
+        a0 = fma_f16(a0, m, r, x, c)
+        a1 = fma_f16(a1, m, r + stride, x, c)
+        a2 = fma_f16(a2, m, r + 2 * stride, x, c)
+        a3 = fma_f16(a3, m, r + 3 * stride, x, c)
+    return a0, a1, a2, a3
 
 
 @njit_serial
@@ -186,23 +180,11 @@ def _four_rows64(m, o, stride, x, lo, hi):
 def _weighted_values(out, p, values, first, hi, batched):
     # out[d] = p . V^T[d] over [first, hi); values (hd, n_pos) half bits
     hd, n_pos = values.shape
-    d0 = 0
-    if batched:  # four rows of V^T per pass, as `_four_keys`
-        for d0 in range(0, hd - hd % 4, 4):
-            a0, a1, a2, a3 = zeros_f32(), zeros_f32(), zeros_f32(), zeros_f32()
-            o = d0 * n_pos
-            for c in range(first, hi, 16):
-                a0 = fma_f16(a0, values, o + c, p, c)
-                a1 = fma_f16(a1, values, o + n_pos + c, p, c)
-                a2 = fma_f16(a2, values, o + 2 * n_pos + c, p, c)
-                a3 = fma_f16(a3, values, o + 3 * n_pos + c, p, c)
-            store_vsums4(out, d0, a0, a1, a2, a3)
-        d0 = hd - hd % 4
-    else:  # four rows of V^T per pass, as `_four_keys64` (hi - first: whole chunks)
-        for d0 in range(0, hd - hd % 4, 4):
-            a = _four_rows64(values, d0 * n_pos + first, n_pos, p, first, hi)
-            store_vsums4(out, d0, a[0], a[1], a[2], a[3])
-        d0 = hd - hd % 4
+    for d0 in range(0, hd - hd % 4, 4):  # four rows of V^T per pass, as `_four_keys`
+        o = d0 * n_pos + first
+        a = _four_rows16(values, o, n_pos, p, first, hi) if batched else _four_rows64(values, o, n_pos, p, first, hi)
+        store_vsums4(out, d0, a[0], a[1], a[2], a[3])
+    d0 = hd - hd % 4
     for d in range(d0, hd):
         out[d] = _dot_f16(values[d, first:hi], p[first:hi], hi - first, batched)
 
