@@ -215,9 +215,19 @@ class Dashboard:
             self._set_running(False)
 
     def _set_running(self, running: bool) -> None:
-        self.stop_button.disabled = not running
-        for b in (self.load_button, self.step_button, self.run_button):
-            b.disabled = running
+        # each change reaches the page as its own message, in order: Load, Step and Run are
+        # disabled before Stop is enabled, and Stop disabled before they are enabled again,
+        # so that the page never shows Stop and Load enabled together (a browser test caught
+        # that moment at the start of a run)
+        others = (self.load_button, self.step_button, self.run_button)
+        if running:
+            for b in others:
+                b.disabled = True
+            self.stop_button.disabled = False
+        else:
+            self.stop_button.disabled = True
+            for b in others:
+                b.disabled = False
 
     def _threads_changed(self, change) -> None:
         if self.model is not None:
