@@ -72,7 +72,7 @@ def assert_same(got: np.ndarray, want: np.ndarray, what: str) -> None:
 
 
 def runnable(v) -> bool:
-    return all(n in cpu_features() for n in v.needs)
+    return v.runs_on(cpu_features())
 
 
 def reference(f):

@@ -1,4 +1,4 @@
-"""Weights repacked at load (q4_0, q5_0 and q8_0 `rows16`, f32 `rows4`): the file's bytes in another order,
+"""Weights repacked at load (q4_0, q4_1, q5_0 and q8_0 `rows16`, f32 `rows4`): the file's bytes in another order,
 the one kernel that reads them chosen with them, and the model's logits unchanged.
 
 Each repacking kernel equals its format's reference bit for bit on raw blocks of every
@@ -14,12 +14,13 @@ from tests._models import smollm2_path
 from tests.test_compiled_step import greedy_logits
 from workbench.errors import ParameterError
 from workbench.kernels import registry
-from workbench.kernels.formats import floats, q4_0_rows16, q5_0_rows16, q8_0_rows16
+from workbench.kernels.formats import floats, q4_0_rows16, q4_1_rows16, q5_0_rows16, q8_0_rows16
 from workbench.kernels.isa.x86 import cpu_features
 from workbench.kernels.table import FORMATS
 
 
-@pytest.mark.parametrize("mod", [q4_0_rows16, q5_0_rows16, q8_0_rows16], ids=["q4_0", "q5_0", "q8_0"])
+@pytest.mark.parametrize("mod", [q4_0_rows16, q4_1_rows16, q5_0_rows16, q8_0_rows16],
+                         ids=["q4_0", "q4_1", "q5_0", "q8_0"])
 @pytest.mark.parametrize("rows", [1, 15, 16, 17, 40, 64])
 def test_repack_moves_bytes_and_unpack_puts_them_back(mod, rows):
     rng = np.random.default_rng(rows)
@@ -32,11 +33,14 @@ def test_repack_moves_bytes_and_unpack_puts_them_back(mod, rows):
     assert np.array_equal(mod.unpack(p), w)
     whole = rows // 16 * 16
     assert np.array_equal(p[whole:], w[whole:])  # rows after the last group keep the GGUF layout
-    if whole:  # group 0, block 0 starts with the sixteen rows' scales
+    if whole:  # group 0, block 0 starts with the sixteen rows' scales (q4_1: then their mins)
         flat = p.reshape(-1)
-        assert np.array_equal(flat[:32].reshape(16, 2), w[:16, :2])
+        fields = 2 if mod is q4_1_rows16 else 1
+        for f in range(fields):
+            assert np.array_equal(flat[32 * f : 32 * f + 32].reshape(16, 2), w[:16, 2 * f : 2 * f + 2])
         if mod is not q5_0_rows16:  # then bytes 0..3 of each row's quants (q5_0: its masks first)
-            assert np.array_equal(flat[32:96].reshape(16, 4), w[:16, 2:6])
+            q = 32 * fields
+            assert np.array_equal(flat[q : q + 64].reshape(16, 4), w[:16, 2 * fields : 2 * fields + 4])
 
 
 def test_q5_0_masks_hold_the_fifth_bits_of_a_chunk():
@@ -104,13 +108,14 @@ def _repacked_lines(model) -> list[str]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("fmt", ["q4_0", "q8_0"])
+@pytest.mark.parametrize("fmt", ["q4_0", "q8_0", "q4_1"])
 def test_a_repacked_model_gives_the_same_logits_and_keeps_its_kernel(fmt):
     smollm2_path()  # skips without the model package
-    source = f"smollm2-135m:{fmt}"
+    source = "smollm2-135m" if fmt == "q4_1" else f"smollm2-135m:{fmt}"  # the file itself: Q4_1, Q8_0 embeddings
     plain_choice = FORMATS[fmt].choose(cpu_features())
-    rows16 = workbench.load(source, threads=1, n_ctx=128, kernels={fmt: "rows16"})
-    plain = workbench.load(source, threads=1, n_ctx=128, kernels={fmt: plain_choice})
+    others = {"q8_0": FORMATS["q8_0"].choose(cpu_features())} if fmt == "q4_1" else {}  # only fmt repacked
+    rows16 = workbench.load(source, threads=1, n_ctx=128, kernels={fmt: "rows16", **others})
+    plain = workbench.load(source, threads=1, n_ctx=128, kernels={fmt: plain_choice, **others})
     assert len(_repacked_lines(rows16)) == 1 and fmt.upper() in _repacked_lines(rows16)[0]
     assert not _repacked_lines(plain)
     assert rows16.kernels[fmt] == "rows16" and plain.kernels[fmt] == plain_choice

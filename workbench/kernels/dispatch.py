@@ -55,13 +55,16 @@ def variant_code(fmt: str, name: str) -> int:
     if missing:
         raise ParameterError(f"kernel {fmt}/{name} needs {', '.join(missing)}, which this CPU lacks; "
                              f"choose one of {available(fmt)}")
+    if not v.runs_on(cpu_features()):
+        raise ParameterError(f"kernel {fmt}/{name} failed its self-test on this machine (see the warning "
+                             f"it gave); choose one of {available(fmt)}")
     return 64 * f.ggml_type + f.variants.index(v) + (SERIAL if serial else 0)
 
 
 def available(fmt: str) -> list[str]:
     """The built-in variants of `fmt` this CPU can run, parallel ones first."""
     f = format_named(fmt)
-    names = [v.name for v in f.variants if all(n in cpu_features() for n in v.needs)]
+    names = [v.name for v in f.variants if v.runs_on(cpu_features())]
     return names + [f"{n}_serial" for n in names]
 
 
@@ -72,6 +75,8 @@ def matvec_code(fmt: str, choice: str | None = None, layout: str = "") -> int:
     a choice that cannot read the weights' layout is refused, naming the way to get it."""
     f = format_named(fmt)
     if layout:
+        if choice is not None and _same_layout(f, choice.removesuffix("_serial"), layout):
+            return variant_code(fmt, choice)  # another kernel of the same bytes (rows16 / rows16_amx)
         if choice is not None and choice.removesuffix("_serial") != layout:
             raise ParameterError(f"{f.name} weights were repacked at load for {layout}, which variant {choice!r} "
                                  f"cannot read; load with kernels={{{f.name!r}: {choice!r}}} to run it")
@@ -90,6 +95,14 @@ def matvec_code(fmt: str, choice: str | None = None, layout: str = "") -> int:
             f"the default matvec kernel for {fmt} ({getattr(fn, '__name__', fn)!r}) is not compiled with numba: "
             "a model's compiled step can only call an njit function fn(out, w, x)")
     return 64 * format_named(fmt).ggml_type + CUSTOM
+
+
+def _same_layout(f, name: str, layout: str) -> bool:
+    """Whether variant `name` of format `f` reads the bytes repacked for variant `layout`."""
+    names = [v.name for v in f.variants]
+    if name == layout or name not in names:
+        return False
+    return f.variants[names.index(name)].repack is f.variants[names.index(layout)].repack is not None
 
 
 def check_choices(choices: dict) -> dict[str, str]:
@@ -157,7 +170,7 @@ def describe_variants(fmt: str) -> list[dict]:
     f = format_named(fmt)
     chosen, current = f.choose(cpu_features()), default_name("matvec", f.name)
     rows = [{"format": f.name, "variant": v.name, "summary": v.summary, "needs": ",".join(v.needs) or "-",
-             "runs here": all(n in cpu_features() for n in v.needs), "reference": v.reference,
+             "runs here": v.runs_on(cpu_features()), "reference": v.reference,
              "chosen for this CPU": v.name == chosen, "repacked here": v is f.layout_for(cpu_features()),
              "default now": v.name == current}
             for v in f.variants]

@@ -53,6 +53,13 @@ class Variant:
     needs: tuple[str, ...] = ()
     reference: bool = False
     repack: Callable[[np.ndarray], np.ndarray] | None = None  # GGUF bytes -> this variant's layout
+    # what the CPU's features cannot tell (AMX: the OS's grant and a self-test), asked only
+    # where the features are there
+    check: Callable[[], bool] | None = None
+
+    def runs_on(self, features: frozenset[str] | set[str]) -> bool:
+        """Whether a CPU with `features` (LLVM names) runs this variant, here."""
+        return all(n in features for n in self.needs) and (self.check is None or self.check())
 
     def weights(self, w: np.ndarray) -> np.ndarray:
         """GGUF bytes `w` in the layout this variant reads (w itself for most)."""
@@ -108,8 +115,9 @@ class WeightFormat:
     def layout_for(self, features: frozenset[str] | set[str]) -> Variant | None:
         """The repacking variant a model loaded on a CPU with `features` runs, if any."""
         for name, wanted in self.repacked:
-            if all(f in features for f in wanted):
-                return self.variants[self.variant_index(name)]
+            v = self.variants[self.variant_index(name)]
+            if all(f in features for f in wanted) and v.runs_on(features):
+                return v
         return None
 
 

@@ -42,15 +42,27 @@ def joined(w: np.ndarray, g: int, fields: list[np.ndarray]) -> np.ndarray:
     return out
 
 
+def repack_fields(w: np.ndarray, block: int, scales: int) -> np.ndarray:
+    """Blocks of `scales` f16 fields then quants: the sixteen rows' first field side by side,
+    then their second, ..., then the quants as 4-byte pieces of the sixteen rows."""
+    b, g = blocks(w, block)
+    return joined(w, g, [pieces(b, 2 * i, 2 * i + 2, 2) for i in range(scales)] + [pieces(b, 2 * scales, block, 4)])
+
+
+def unpack_fields(w: np.ndarray, block: int, scales: int) -> np.ndarray:
+    """The inverse of `repack_fields`."""
+    g, nb = w.shape[0] // GROUP, w.shape[1] // block
+    packed = w[: GROUP * g].reshape(g, nb, GROUP * block)
+    fields = [rows_of(packed[..., 2 * GROUP * i : 2 * GROUP * (i + 1)], 2) for i in range(scales)]
+    return joined(w, g, fields + [rows_of(packed[..., 2 * GROUP * scales :], 4)])
+
+
 def repack_scaled(w: np.ndarray, block: int) -> np.ndarray:
     """Blocks of an f16 scale then quants (q4_0, q8_0): the sixteen scales, then the quants as
     4-byte pieces of the sixteen rows."""
-    b, g = blocks(w, block)
-    return joined(w, g, [pieces(b, 0, 2, 2), pieces(b, 2, block, 4)])
+    return repack_fields(w, block, 1)
 
 
 def unpack_scaled(w: np.ndarray, block: int) -> np.ndarray:
     """The inverse of `repack_scaled`."""
-    g, nb = w.shape[0] // GROUP, w.shape[1] // block
-    packed = w[: GROUP * g].reshape(g, nb, GROUP * block)
-    return joined(w, g, [rows_of(packed[..., : 2 * GROUP], 2), rows_of(packed[..., 2 * GROUP :], 4)])
+    return unpack_fields(w, block, 1)

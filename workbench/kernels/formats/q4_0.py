@@ -30,6 +30,7 @@ from workbench.kernels.formats.base import (
     signed_absmax,
 )
 from workbench.kernels.formats.rows import AHEAD, QK, ROWS, group_rows, prefetch_bytes, q8_0_scratch
+from workbench.kernels.isa import amx
 from workbench.kernels.isa.pairs import scales4
 from workbench.kernels.isa.quads import dot4_quad_nibbles, fma_quad_sums, nibbles_quad
 from workbench.kernels.isa.vectors import fmaf, load_f16, pdot_q4, vsum, zeros_i32
@@ -218,6 +219,10 @@ def matvec_into(variant, out, w, x, i8, i32, f32):
         q4_0_rows16.rows16(out, w, x, i8, i32, f32)
     elif variant == SERIAL + 2:
         row_octets_serial(out, w, x, i8, i32, f32)
+    elif variant == 4:
+        q4_0_rows16.rows16_amx(out, w, x, i8, i32, f32)
+    elif variant == SERIAL + 4:
+        q4_0_rows16.rows16_amx_serial(out, w, x, i8, i32, f32)
     else:
         q4_0_rows16.rows16_serial(out, w, x, i8, i32, f32)
 
@@ -232,6 +237,10 @@ FORMAT = WeightFormat(
         Variant("rows16", q4_0_rows16.rows16, q4_0_rows16.rows16_serial,
                 "sixteen rows repacked at load, one int32 lane each; prefill four tokens per pass",
                 repack=q4_0_rows16.repack),
+        Variant("rows16_amx", q4_0_rows16.rows16_amx, q4_0_rows16.rows16_amx_serial,
+                "rows16's layout; prefill 32 tokens x 32 rows per pass on AMX tiles, nibbles unpacked once per "
+                "block", needs=("avx512vnni", "avx512bw", "avx512vl") + amx.NEEDS, repack=q4_0_rows16.repack,
+                check=amx.verified),
     ),
     # without AVX2, one row per pass. AMD EPYC Zen 4 (AVX-512 VNNI), decode tok/s of the TinyLlama Q4_0 twin (DRAM-bound),
     # interleaved in one process: row groups 24.5 / 41.3 at 1 / 2 threads, octets 17.4 / 30.1
@@ -241,5 +250,7 @@ FORMAT = WeightFormat(
     prefer=(("row_groups", ("avx512vnni", "avx512bw", "avx512vl")), ("row_octets", ("avx2",))),
     # AMD EPYC Zen 4, 1 thread, interleaved: 5632 x 2048 from DRAM 0.374 -> 0.217 ms (17 -> 30 GB/s),
     # 1536 x 576 in cache 0.030 -> 0.009 ms. Not measured on an AVX2-only CPU: there it stays row_octets.
-    repacked=(("rows16", ("avx512vnni", "avx512bw", "avx512vl")),),
+    # AMX: written and tested on its emulation (tests/test_amx.py), not yet timed on an AMX CPU
+    repacked=(("rows16_amx", ("avx512vnni", "avx512bw", "avx512vl") + amx.NEEDS),
+              ("rows16", ("avx512vnni", "avx512bw", "avx512vl"))),
 )

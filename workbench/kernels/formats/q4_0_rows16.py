@@ -19,7 +19,7 @@ acc = fmaf(float(sumi), d_w * d_x, acc) from acc = 0, block after block.
 import numpy as np
 from numba import prange
 
-from workbench.kernels.formats import groups16
+from workbench.kernels.formats import groups16, rows16_tiles
 from workbench.kernels.formats.activations import quantize_rows_q8_0
 from workbench.kernels.formats.rows import AHEAD, QK, prefetch_bytes, q8_0_scratch
 from workbench.kernels.isa.pairs import scales4
@@ -114,4 +114,26 @@ def _rows16(out, w, x, i8, i32, f32):
             plain_quad(out, w, xq, xd, xs, t, q, min(q + 1, last), min(q + 2, last), min(q + 3, last))
 
 
+def _rows16_amx(out, w, x, i8, i32, f32):
+    # as _rows16, whole tiles of sixteen tokens on AMX (`rows16_tiles`), the tokens after them as before
+    T, cols = x.shape
+    xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
+    quantize_rows_q8_0(x, xq, xd, xs)
+    groups, last = w.shape[0] // GROUP, w.shape[0] - 1
+    tiled = T - T % rows16_tiles.TOKENS
+    for it in prange(rows16_tiles.items(tiled, groups)):
+        rows16_tiles.item(out, w, xq, xd, xd, tiled, it, rows16_tiles.Q4_0)
+    quads = T - (T - tiled) % 4
+    for g in prange(groups):
+        for t in range(tiled, quads, 4):
+            _four_tokens(out, w, xq, xd, xs, t, g)
+        for t in range(quads, T):
+            _one_token(out, w, xq, xd, xs, t, g)
+    first = GROUP * groups
+    for q in range(first, last + 1, 4):
+        for t in range(T):
+            plain_quad(out, w, xq, xd, xs, t, q, min(q + 1, last), min(q + 2, last), min(q + 3, last))
+
+
 rows16, rows16_serial = njit_parallel(_rows16), njit_serial(_rows16)
+rows16_amx, rows16_amx_serial = njit_parallel(_rows16_amx), njit_serial(_rows16_amx)

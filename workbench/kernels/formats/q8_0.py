@@ -20,6 +20,7 @@ from workbench.kernels.formats import q8_0_rows16
 from workbench.kernels.formats.activations import quantize_act_q8_0, quantize_rows_q8_0
 from workbench.kernels.formats.base import SERIAL, Variant, WeightFormat, f16_bytes, f16_field, inverse, roundf
 from workbench.kernels.formats.rows import AHEAD, QK, ROWS, group_rows, prefetch_bytes, q8_0_scratch, sums_of_4
+from workbench.kernels.isa import amx
 from workbench.kernels.isa.pairs import (
     dot4_pair,
     dot4_pair_signed,
@@ -229,6 +230,10 @@ def matvec_into(variant, out, w, x, i8, i32, f32):
         row_groups_vnni(out, w, x, i8, i32, f32)
     elif variant == 3:
         q8_0_rows16.rows16(out, w, x, i8, i32, f32)
+    elif variant == 4:
+        q8_0_rows16.rows16_amx(out, w, x, i8, i32, f32)
+    elif variant == SERIAL + 4:
+        q8_0_rows16.rows16_amx_serial(out, w, x, i8, i32, f32)
     elif variant == SERIAL:
         one_row_serial(out, w, x, i8, i32, f32)
     elif variant == SERIAL + 1:
@@ -250,10 +255,15 @@ FORMAT = WeightFormat(
         Variant("rows16", q8_0_rows16.rows16, q8_0_rows16.rows16_serial,
                 "sixteen rows repacked at load, eight lanes of each in eight registers; prefill two tokens per pass",
                 repack=q8_0_rows16.repack),
+        Variant("rows16_amx", q8_0_rows16.rows16_amx, q8_0_rows16.rows16_amx_serial,
+                "rows16's layout; prefill 32 tokens x 32 rows per pass on AMX tiles, one float chain per row "
+                "(within rounding of the reference)", needs=VNNI + amx.NEEDS, repack=q8_0_rows16.repack,
+                check=amx.verified),
     ),
     # 1536 x 576 at 1 thread, AVX2 EPYC: row groups 1.5-3x one row; without AVX2 the
     # portable widening dots lose to one row per pass
     prefer=(("row_groups_vnni", VNNI), ("row_groups", ("avx2",))),
-    repacked=(("rows16", VNNI),),  # not measured on an AVX2-only CPU, whose vpmaddubsw would saturate on it
+    # AMX: written and tested on its emulation (tests/test_amx.py), not yet timed on an AMX CPU
+    repacked=(("rows16_amx", VNNI + amx.NEEDS), ("rows16", VNNI)),  # not measured on an AVX2-only CPU, whose vpmaddubsw would saturate on it
     quantize_activation=quantize_act_q8_0,
 )

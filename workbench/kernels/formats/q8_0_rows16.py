@@ -17,7 +17,7 @@ bit for bit.
 import numpy as np
 from numba import prange
 
-from workbench.kernels.formats import groups16, rows16_lanes8
+from workbench.kernels.formats import groups16, rows16_lanes8, rows16_tiles
 from workbench.kernels.formats.activations import quantize_rows_q8_0
 from workbench.kernels.formats.rows import AHEAD, QK, prefetch_bytes, q8_0_scratch, sums_of_4
 from workbench.kernels.isa.pairs import dot4_pair, fma_pair, load_i32x8_twice, q8_pair, scales_quad
@@ -77,4 +77,29 @@ def _rows16(out, w, x, i8, i32, f32):
             plain_quad(out, w, xq, xd, xc, t, q, min(q + 1, last), min(q + 2, last), min(q + 3, last))
 
 
+def _rows16_amx(out, w, x, i8, i32, f32):
+    # as _rows16, whole tiles of sixteen tokens on AMX (`rows16_tiles`), the tokens after them as before
+    T, cols = x.shape
+    nb = cols // QK
+    xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
+    quantize_rows_q8_0(x, xq, xd, xs)
+    xc = i32[T * nb : T * nb + T * cols // 4].reshape((T, cols // 4))
+    sums_of_4(xq, -128, xc)
+    groups, last = w.shape[0] // GROUP, w.shape[0] - 1
+    tiled = T - T % rows16_tiles.TOKENS
+    for it in prange(rows16_tiles.items(tiled, groups)):
+        rows16_tiles.item(out, w, xq, xd, xd, tiled, it, rows16_tiles.Q8_0)
+    paired = T - (T - tiled) % 2
+    for g in prange(groups):
+        for t in range(tiled, paired, 2):
+            rows16_lanes8.two_tokens(out, w, xq, xd, xc, t, g, False)
+        if paired < T:
+            rows16_lanes8.one_token(out, w, xq, xd, xc, T - 1, g, False)
+    first = GROUP * groups
+    for q in range(first, last + 1, 4):
+        for t in range(T):
+            plain_quad(out, w, xq, xd, xc, t, q, min(q + 1, last), min(q + 2, last), min(q + 3, last))
+
+
 rows16, rows16_serial = njit_parallel(_rows16), njit_serial(_rows16)
+rows16_amx, rows16_amx_serial = njit_parallel(_rows16_amx), njit_serial(_rows16_amx)

@@ -361,6 +361,13 @@ def zeros16x8():
 def store16_hsum8(out, o, a):
     out.reshape(-1)[o : o + 16] = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))
 
+def store16_hsum8_add(out, o, a, extra):
+    out.reshape(-1)[o : o + 16] = (((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]))) + extra
+
+def chunks16_q4(w, o):
+    n = [_flat(w, o + 64 * c, 64, _np.uint8) for c in range(4)]
+    return tuple([v & 15 for v in n] + [v >> 4 for v in n])
+
 def chunks16_q5(w, o):
     out = [None] * 8
     for c in range(4):

@@ -130,6 +130,23 @@ def chunks16_q5(typingctx, w, o):
 
 
 @intrinsic
+def chunks16_q4(typingctx, w, o):
+    """q4_1's values 0..15 of sixteen rows as `chunks16_q8` gives q8_0's (chunk k: values
+    4k..4k+3 of each row), from the four nibble chunks at byte o (chunk c, low nibbles:
+    values 4c..4c+3; high: 16 + 4c..)."""
+    def codegen(context, builder, sig, args):
+        w_, o_ = args
+        out = [None] * 8
+        for c in range(CHUNKS):
+            n = _load(context, builder, sig.args[0], w_, builder.add(o_, ir.Constant(o_.type, 64 * c)), _i8, 64)
+            hi = builder.lshr(builder.bitcast(n, _vt(_i16, 32)), _const(_i16, 32, 4))  # word shift: masked below
+            out[c] = builder.and_(n, _const(_i8, 64, 15))
+            out[c + 4] = builder.and_(builder.bitcast(hi, _vt(_i8, 64)), _const(_i8, 64, 15))
+        return context.make_tuple(builder, sig.return_type, out)
+    return types.UniTuple(u8x64, 8)(w, types.intp), codegen
+
+
+@intrinsic
 def fma16_q8(typingctx, accs, chunks, xc, co, x, xo, s):
     """accs[k] + s * float(products 4k..4k+3 of row r), fused, in lane r, for k < 8: the
     eight AVX2 lanes of llama.cpp's q8_0 dot for sixteen rows. Each dot starts from
@@ -157,23 +174,42 @@ def zeros16x8(typingctx):
     return ty(), codegen
 
 
+def _hsum8(builder, accs):
+    a = [builder.extract_value(accs, k) for k in range(8)]
+    return builder.fadd(builder.fadd(builder.fadd(a[0], a[4]), builder.fadd(a[2], a[6])),
+                        builder.fadd(builder.fadd(a[1], a[5]), builder.fadd(a[3], a[7])))
+
+
+def _store_at(context, builder, aryty, ary, o, v):
+    data = context.make_array(aryty)(context, builder, value=ary).data
+    builder.store(v, builder.bitcast(builder.gep(data, [o]), v.type.as_pointer()), align=4)
+
+
 @intrinsic
 def store16_hsum8(typingctx, out, o, accs):
     """out.flat[o:o+16] = each lane's eight accumulators summed as llama.cpp's
     `hsum_float_8`: ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7))."""
     def codegen(context, builder, sig, args):
         out_, o_, accs_ = args
-        a = [builder.extract_value(accs_, k) for k in range(8)]
-        v = builder.fadd(builder.fadd(builder.fadd(a[0], a[4]), builder.fadd(a[2], a[6])),
-                         builder.fadd(builder.fadd(a[1], a[5]), builder.fadd(a[3], a[7])))
-        data = context.make_array(sig.args[0])(context, builder, value=out_).data
-        builder.store(v, builder.bitcast(builder.gep(data, [o_]), v.type.as_pointer()), align=4)
+        _store_at(context, builder, sig.args[0], out_, o_, _hsum8(builder, accs_))
         return context.get_dummy_value()
     return types.none(out, types.intp, accs), codegen
 
 
+@intrinsic
+def store16_hsum8_add(typingctx, out, o, accs, extra):
+    """out.flat[o:o+16] = `store16_hsum8`'s sums + extra (f32x16), each lane rounded once more
+    (q4_1's `hsum_float_8(acc) + summs`)."""
+    def codegen(context, builder, sig, args):
+        out_, o_, accs_, extra_ = args
+        _store_at(context, builder, sig.args[0], out_, o_, builder.fadd(_hsum8(builder, accs_), extra_))
+        return context.get_dummy_value()
+    return types.none(out, types.intp, accs, f32x16), codegen
+
+
 if numba.config.DISABLE_JIT:  # numpy twins of the same names, to step through kernels
     from workbench.kernels.isa.numpy_twins import (  # noqa: F401, F811, E402
+        chunks16_q4,
         chunks16_q5,
         chunks16_q8,
         dot16,
@@ -183,5 +219,6 @@ if numba.config.DISABLE_JIT:  # numpy twins of the same names, to step through k
         scales16,
         store16,
         store16_hsum8,
+        store16_hsum8_add,
         zeros16x8,
     )
