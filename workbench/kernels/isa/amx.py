@@ -25,6 +25,7 @@ machine by `verified()`, a self-test in a child process before any model uses it
 import ctypes
 import functools
 import json
+import os
 import subprocess
 import sys
 import warnings
@@ -260,6 +261,8 @@ def verified() -> bool:
         return bool(json.loads(record.read_text())["ok"])
     except (OSError, ValueError, KeyError):
         pass
+    print("[amx] testing the AMX kernels in a child process (once per build and machine; compiles them)",
+          file=sys.stderr, flush=True)
     try:
         run = subprocess.run([sys.executable, "-m", "workbench.kernels.amx_check"], capture_output=True,
                              text=True, timeout=1200)
@@ -269,9 +272,11 @@ def verified() -> bool:
     if not ok:
         warnings.warn(f"AMX self-test failed; AMX kernels stay off on this machine ({detail.strip()[-300:]})",
                       stacklevel=2)
-    try:
-        record.write_text(json.dumps({"ok": ok, "cpu": sorted(f for f in cpu_features() if f.startswith("amx")),
-                                      "detail": detail}))
+    try:  # whole or not at all: other processes may read it meanwhile
+        part = record.with_suffix(f".{os.getpid()}.part")
+        part.write_text(json.dumps({"ok": ok, "cpu": sorted(f for f in cpu_features() if f.startswith("amx")),
+                                    "detail": detail}))
+        os.replace(part, record)
     except OSError:
         pass
     return ok
