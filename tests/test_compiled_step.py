@@ -27,6 +27,8 @@ from tests._models import gemma3_path, smollm2_path
 from workbench.errors import UnsupportedError
 from workbench.kernels import registry
 from workbench.kernels.formats.q4_1 import one_row_serial
+from workbench.kernels.isa.x86 import cpu_features
+from workbench.kernels.table import FORMATS
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_GPT2 = str(ROOT / "data" / "tiny-gpt2")
@@ -86,6 +88,13 @@ def smollm2():
     return _load("smollm2-135m")
 
 
+@pytest.fixture(scope="module")
+def smollm2_gguf_layout():
+    """SmolLM2 with its Q4_1 weights as the file stores them: registry kernels read GGUF bytes
+    (a default load repacks Q4_1 for `rows16` on AVX-512 VNNI CPUs)."""
+    return _load("smollm2-135m", repack=False)
+
+
 OPS = {"embedding_lookup", "attn_norm", "qkv", "rope_q", "rope_k", "kv_cache", "attention", "attn_output",
        "residual", "ffn_norm", "ffn_gate_up", "ffn_act", "ffn_down", "output_norm", "output"}
 
@@ -110,7 +119,8 @@ def test_op_trace_names_every_op_and_covers_the_step(smollm2):
 
 
 @pytest.mark.slow
-def test_a_builtin_variant_made_default_runs_inside_the_step(smollm2):
+def test_a_builtin_variant_made_default_runs_inside_the_step(smollm2_gguf_layout):
+    smollm2 = smollm2_gguf_layout
     want = greedy_logits(smollm2, None, steps=2)
     before = registry.default_name("matvec", "q4_1")
     registry.set_default("matvec", "q4_1", "one_row")
@@ -119,15 +129,16 @@ def test_a_builtin_variant_made_default_runs_inside_the_step(smollm2):
         got = greedy_logits(smollm2, None, steps=2)
     finally:
         registry.set_default("matvec", "q4_1", before)
-    assert smollm2.net.products.kernel_names()["q4_1"] == "row_groups"
+    assert smollm2.net.products.kernel_names()["q4_1"] == FORMATS["q4_1"].choose(cpu_features())
     for a, b in zip(want, got):  # the two kernels are equal bit for bit (test_formats)
         assert np.array_equal(a, b)
 
 
 @pytest.mark.slow
-def test_a_notebook_kernel_made_default_runs_inside_the_step(smollm2):
+def test_a_notebook_kernel_made_default_runs_inside_the_step(smollm2_gguf_layout):
     """An njit kernel registered from Python runs inside a step recompiled around it (what
     a trace then times is what runs); anything else is refused by name."""
+    smollm2 = smollm2_gguf_layout
 
     @numba.njit
     def same(out, w, x):  # the built-in one-row kernel, equal bit for bit to the default
