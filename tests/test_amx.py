@@ -88,6 +88,54 @@ def test_the_asm_assembles_to_the_tile_plan_for_any_x86_cpu(tmp_path):
                                                                    "%tmm3,0xc00"]
 
 
+# Run in a child with its own numba cache: the kernels compiled there call the real asm, and
+# must never be loaded by a process that runs them on a CPU without AMX.
+_COMPILE_WITH_ASM = """
+import sys, numba
+from pathlib import Path
+from workbench.kernels.isa import amx
+from workbench.kernels.formats import rows16_tiles, q4_0_rows16, q4_1_rows16, q8_0_rows16
+rows16_tiles.tile_config, rows16_tiles.tile_dots = amx.tile_config_asm, amx.tile_dots_asm
+rows16_tiles.tile_release = amx.tile_release_asm
+sig = (numba.float32[:, ::1], numba.uint8[:, ::1], numba.float32[:, ::1], numba.int8[::1], numba.int32[::1],
+       numba.float32[::1])
+for mod in (q4_0_rows16, q4_1_rows16, q8_0_rows16):
+    for name in ("rows16_amx", "rows16_amx_serial"):
+        kernel = getattr(mod, name)
+        kernel.compile(sig)  # compiled, never called
+        obj = kernel.overloads[sig].library._get_compiled_object()  # numba's object code of it (private API)
+        (Path(sys.argv[1]) / (mod.__name__.split(".")[-1] + "." + name + ".o")).write_bytes(obj)
+"""
+
+
+@pytest.mark.skipif(shutil.which("objdump") is None, reason="needs binutils' objdump")
+def test_the_whole_amx_kernels_compile_with_the_real_asm(tmp_path):
+    """The probe above checks the asm alone; here the three prefill kernels, serial and
+    parallel, are compiled with the real tile instructions in place of their emulation (as
+    an AMX CPU compiles them) and disassembled: the plan survives inlining and register
+    allocation in the whole kernel, on any x86 CPU."""
+    import os
+    import sys
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
+    done = subprocess.run([sys.executable, "-c", _COMPILE_WITH_ASM, str(tmp_path)], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    objects = sorted(tmp_path.glob("*.o"))
+    assert len(objects) == 6
+    plan = {"%tmm6,%tmm4,%tmm0", "%tmm7,%tmm4,%tmm1", "%tmm6,%tmm5,%tmm2", "%tmm7,%tmm5,%tmm3"}
+    for obj in objects:
+        text = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(obj)], capture_output=True, text=True,
+                              check=True).stdout
+        tiles = [line.split("\t")[-1].split() for line in text.splitlines() if any(m in line for m in ("tile", "tdp"))]
+        count = {n: sum(t[0] == n for t in tiles) for n in ("ldtilecfg", "tileloadd", "tdpbssd", "tilestored",
+                                                            "tilerelease")}
+        assert count["ldtilecfg"] >= 1 and count["tilerelease"] >= 1, (obj.name, count)
+        assert count["tdpbssd"] >= 4 and count["tdpbssd"] % 4 == 0, (obj.name, count)
+        assert count["tileloadd"] == count["tilestored"] == count["tdpbssd"], (obj.name, count)
+        assert {t[1] for t in tiles if t[0] == "tdpbssd"} == plan, obj.name
+
+
 @pytest.mark.skipif(not amx.AMX, reason="this CPU has no AMX (or Linux did not grant its state)")
 def test_the_tiles_equal_their_emulation_on_this_cpu():
     rng = np.random.default_rng(2)

@@ -56,8 +56,9 @@ def variant_code(fmt: str, name: str) -> int:
         raise ParameterError(f"kernel {fmt}/{name} needs {', '.join(missing)}, which this CPU lacks; "
                              f"choose one of {available(fmt)}")
     if not v.runs_on(cpu_features()):
-        raise ParameterError(f"kernel {fmt}/{name} failed its self-test on this machine (see the warning "
-                             f"it gave); choose one of {available(fmt)}")
+        raise ParameterError(f"kernel {fmt}/{name} cannot run here although the CPU has {', '.join(v.needs)}: "
+                             f"the OS did not grant them or its self-test failed (a warning said which); "
+                             f"choose one of {available(fmt)}")
     return 64 * f.ggml_type + f.variants.index(v) + (SERIAL if serial else 0)
 
 

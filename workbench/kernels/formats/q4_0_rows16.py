@@ -96,18 +96,25 @@ def _four_tokens(out, w, xq, xd, xs, t, g):
     store16(out, (t + 3) * n + GROUP * g, acc3)
 
 
+@njit_serial
+def rest(out, w, xq, xd, xs, g, first):
+    """Tokens first.. of group g, four at a time (first > 0: those after an AMX pass)."""
+    T = xq.shape[0]
+    quads = T - (T - first) % 4
+    for t in range(first, quads, 4):
+        _four_tokens(out, w, xq, xd, xs, t, g)
+    for t in range(quads, T):
+        _one_token(out, w, xq, xd, xs, t, g)
+
+
 def _rows16(out, w, x, i8, i32, f32):
     # W (rows16 layout) @ x (T, cols) -> out (T, rows): sixteen rows per pass, four tokens per pass in a prefill
     T, cols = x.shape
     xq, xd, xs = q8_0_scratch(T, cols, i8, i32, f32)
     quantize_rows_q8_0(x, xq, xd, xs)
     groups, last = w.shape[0] // GROUP, w.shape[0] - 1
-    tiled = T - T % 4
     for g in prange(groups):
-        for t in range(0, tiled, 4):
-            _four_tokens(out, w, xq, xd, xs, t, g)
-        for t in range(tiled, T):
-            _one_token(out, w, xq, xd, xs, t, g)
+        rest(out, w, xq, xd, xs, g, 0)
     first = GROUP * groups  # the GGUF-layout rows after the last group, four at a time
     for q in range(first, last + 1, 4):
         for t in range(T):
@@ -123,12 +130,8 @@ def _rows16_amx(out, w, x, i8, i32, f32):
     tiled = T - T % rows16_tiles.TOKENS
     for it in prange(rows16_tiles.items(tiled, groups)):
         rows16_tiles.item(out, w, xq, xd, xd, tiled, it, rows16_tiles.Q4_0)
-    quads = T - (T - tiled) % 4
     for g in prange(groups):
-        for t in range(tiled, quads, 4):
-            _four_tokens(out, w, xq, xd, xs, t, g)
-        for t in range(quads, T):
-            _one_token(out, w, xq, xd, xs, t, g)
+        rest(out, w, xq, xd, xs, g, tiled)
     first = GROUP * groups
     for q in range(first, last + 1, 4):
         for t in range(T):

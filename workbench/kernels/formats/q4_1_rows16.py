@@ -113,7 +113,7 @@ def activations(x, i8, i32, f32):
 
 @njit_serial
 def rest(out, w, xq, xd, xs, xc, g, first):
-    """Tokens first.. of group g, two at a time."""
+    """Tokens first.. of group g, two at a time (first > 0: those after an AMX pass)."""
     T = xq.shape[0]
     paired = T - (T - first) % 2
     for t in range(first, paired, 2):

@@ -80,7 +80,7 @@ def _rows16(out, w, x, i8, i32, f32):
     sums_of_4(xq, -16, xc)  # the dot of q - 16 starts from -16 * (sum of 4 q_x)
     groups, last = w.shape[0] // GROUP, w.shape[0] - 1
     for g in prange(groups):
-        rows16_lanes8.group(out, w, xq, xd, xc, g, True)
+        rows16_lanes8.group(out, w, xq, xd, xc, g, True, 0)
     first = GROUP * groups  # the GGUF-layout rows after the last group, four at a time
     for q in range(first, last + 1, 4):
         for t in range(T):

@@ -70,7 +70,7 @@ def _rows16(out, w, x, i8, i32, f32):
     sums_of_4(xq, -128, xc)  # the weights are biased +128 for vpdpbusd
     groups, last = w.shape[0] // GROUP, w.shape[0] - 1
     for g in prange(groups):
-        rows16_lanes8.group(out, w, xq, xd, xc, g, False)
+        rows16_lanes8.group(out, w, xq, xd, xc, g, False, 0)
     first = GROUP * groups  # the GGUF-layout rows after the last group, four at a time
     for q in range(first, last + 1, 4):
         for t in range(T):
@@ -89,12 +89,8 @@ def _rows16_amx(out, w, x, i8, i32, f32):
     tiled = T - T % rows16_tiles.TOKENS
     for it in prange(rows16_tiles.items(tiled, groups)):
         rows16_tiles.item(out, w, xq, xd, xd, tiled, it, rows16_tiles.Q8_0)
-    paired = T - (T - tiled) % 2
     for g in prange(groups):
-        for t in range(tiled, paired, 2):
-            rows16_lanes8.two_tokens(out, w, xq, xd, xc, t, g, False)
-        if paired < T:
-            rows16_lanes8.one_token(out, w, xq, xd, xc, T - 1, g, False)
+        rows16_lanes8.group(out, w, xq, xd, xc, g, False, tiled)
     first = GROUP * groups
     for q in range(first, last + 1, 4):
         for t in range(T):

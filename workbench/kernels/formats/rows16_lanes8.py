@@ -57,11 +57,11 @@ def two_tokens(out, w, xq, xd, xc, t, g, q5):
 
 
 @njit_serial
-def group(out, w, xq, xd, xc, g, q5):
-    """Every token of group g, two at a time."""
+def group(out, w, xq, xd, xc, g, q5, first):
+    """Tokens first.. of group g, two at a time (first > 0: those after an AMX pass)."""
     T = xq.shape[0]
-    paired = T - T % 2
-    for t in range(0, paired, 2):
+    paired = T - (T - first) % 2
+    for t in range(first, paired, 2):
         two_tokens(out, w, xq, xd, xc, t, g, q5)
     if paired < T:
         one_token(out, w, xq, xd, xc, T - 1, g, q5)

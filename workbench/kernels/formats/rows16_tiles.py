@@ -60,7 +60,7 @@ def item(out, w, xq, xd, xs, tiled, it, kind):
             for m in range(TOKENS):
                 out[t + m, r] = 0.0
     c = np.empty(4 * TOKENS * GROUP, np.int32)
-    b = np.empty(2 * 512, np.int8)
+    b = np.empty(0 if kind == Q8_0 else 2 * 512, np.int8)  # q4's nibbles unpacked; q8_0's tiles load as they lie
     quants = 2 * SCALES if kind == Q4_1 else SCALES
     tile_config(CONFIG)
     for k in range(nb):

@@ -255,6 +255,9 @@ def verified() -> bool:
     fault cannot take a session down. The verdict is kept beside the compiled code, whose
     directory name changes with the sources and the CPU: one child per build and machine."""
     if not AMX:
+        if _target_has(*NEEDS) and _host_has_amx():
+            warnings.warn("this CPU has AMX but Linux refused its tile state (arch_prctl ARCH_REQ_XCOMP_PERM); "
+                          "AMX kernels stay off", stacklevel=2)
         return False
     record = CACHE_DIR / "amx-check.json"
     try:
