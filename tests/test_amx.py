@@ -5,8 +5,10 @@ layout, the work split and the scaling are tested everywhere; the inline asm is 
 by disassembling what LLVM makes of it, and run against the emulation on an AMX CPU.
 """
 
+import os
 import shutil
 import subprocess
+import sys
 
 import llvmlite.binding as llvm
 import numba
@@ -114,9 +116,6 @@ def test_the_whole_amx_kernels_compile_with_the_real_asm(tmp_path):
     parallel, are compiled with the real tile instructions in place of their emulation (as
     an AMX CPU compiles them) and disassembled: the plan survives inlining and register
     allocation in the whole kernel, on any x86 CPU."""
-    import os
-    import sys
-
     env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba"))
     done = subprocess.run([sys.executable, "-c", _COMPILE_WITH_ASM, str(tmp_path)], env=env, capture_output=True,
                           text=True, timeout=600)
